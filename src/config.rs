@@ -1,0 +1,603 @@
+//! Typed configuration: the YAML file users write, its validation (every error names its key
+//! path), the embedded default, and the identity hash that every decision carries.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::reference::{GlobError, ImageGlobs};
+
+/// The configuration `serve` and `check` use when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default-config.yaml");
+
+/// Default maximum AdmissionReview body: the API server's own limit for objects is ~3 MiB,
+/// but an UPDATE carries two copies of the object plus metadata.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 7 * 1024 * 1024;
+
+/// Errors found while reading or validating a configuration. Each names where it was found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: at `{key}`: {message}")]
+    Syntax {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error("{origin}: {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - `{}`: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One validation problem: the key path (`rules.containerPorts.allowed[1]`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// How a finding is acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Report only: allowed, recorded in auditAnnotations and logs.
+    Audit,
+    /// Allowed with a warning shown to the client.
+    Warn,
+    /// Denied.
+    Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Audit => "audit",
+            Mode::Warn => "warn",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+/// What happens when evidence cannot be gathered in time (registry down, deadline reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail closed (the default).
+    #[default]
+    Deny,
+    /// Fail open, with a warning naming the error.
+    Allow,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default)]
+    pub exclude: Exclude,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub registries: Vec<RegistrySettings>,
+    #[serde(default)]
+    pub trusted_registries: Vec<String>,
+    #[serde(default)]
+    pub image_policies: Vec<ImagePolicy>,
+    #[serde(default)]
+    pub rules: Rules,
+    #[serde(default)]
+    pub policies: Policies,
+}
+
+fn default_mode() -> Mode {
+    Mode::Enforce
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Exclude {
+    /// Namespaces never evaluated (requests there are allowed untouched).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest AdmissionReview body accepted; larger ones get HTTP 413.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: u64,
+    /// Deadline used when the API server sends no `?timeout=` (it always does for v1).
+    #[serde(default = "default_timeout_seconds")]
+    pub default_timeout_seconds: u64,
+    /// How long before the API server's deadline the answer must be on its way.
+    #[serde(default = "default_timeout_margin_millis")]
+    pub timeout_margin_millis: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: default_max_request_bytes(),
+            default_timeout_seconds: default_timeout_seconds(),
+            timeout_margin_millis: default_timeout_margin_millis(),
+        }
+    }
+}
+
+fn default_max_request_bytes() -> u64 {
+    DEFAULT_MAX_REQUEST_BYTES
+}
+fn default_timeout_seconds() -> u64 {
+    10
+}
+fn default_timeout_margin_millis() -> u64 {
+    500
+}
+
+/// How to reach one registry (used by the registry evidence layer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistrySettings {
+    pub host: String,
+    /// Plain HTTP. Only for loopback development registries.
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A first-class image rule matched by image reference glob.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImagePolicy {
+    pub name: String,
+    pub images: Vec<String>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub signatures: Option<SignatureRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignatureRequirement {
+    #[serde(default)]
+    pub keys: Vec<KeySource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeySource {
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub pem: Option<String>,
+}
+
+/// Settings every built-in rule has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSettings {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Overrides the top-level `mode` for this rule.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RuleSettings {
+    fn on() -> Self {
+        Self {
+            enabled: true,
+            mode: None,
+        }
+    }
+    fn off() -> Self {
+        Self {
+            enabled: false,
+            mode: None,
+        }
+    }
+}
+
+/// `rules.containerPorts`: which container ports may be declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPortsRule {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Ports (`"8080"`) or inclusive ranges (`"8000-8999"`).
+    #[serde(default)]
+    pub allowed: Vec<String>,
+}
+
+impl Default for ContainerPortsRule {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: None,
+            allowed: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default = "RuleSettings::on")]
+    pub trusted_registry: RuleSettings,
+    #[serde(default = "RuleSettings::on")]
+    pub no_latest_tag: RuleSettings,
+    #[serde(default = "RuleSettings::off")]
+    pub require_digest: RuleSettings,
+    #[serde(default = "RuleSettings::on")]
+    pub run_as_non_root: RuleSettings,
+    #[serde(default = "RuleSettings::on")]
+    pub privileged: RuleSettings,
+    #[serde(default = "RuleSettings::on")]
+    pub privilege_escalation: RuleSettings,
+    #[serde(default = "RuleSettings::on")]
+    pub host_namespaces: RuleSettings,
+    #[serde(default = "RuleSettings::on")]
+    pub host_ports: RuleSettings,
+    #[serde(default)]
+    pub container_ports: ContainerPortsRule,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            trusted_registry: RuleSettings::on(),
+            no_latest_tag: RuleSettings::on(),
+            require_digest: RuleSettings::off(),
+            run_as_non_root: RuleSettings::on(),
+            privileged: RuleSettings::on(),
+            privilege_escalation: RuleSettings::on(),
+            host_namespaces: RuleSettings::on(),
+            host_ports: RuleSettings::on(),
+            container_ports: ContainerPortsRule::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policies {
+    #[serde(default)]
+    pub rego: RegoSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegoSettings {
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// A parsed and validated configuration with the identity of the bytes it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// `sha256:<hex>` of the configuration bytes (policies join it when the policy engine
+    /// loads them), so every decision names exactly what made it.
+    pub identity: String,
+    /// Where it came from: a path, or `embedded default`.
+    pub origin: String,
+}
+
+impl LoadedConfig {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::from_yaml(EMBEDDED_DEFAULT, "embedded default")
+    }
+
+    /// Reads and validates a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// The file when one is named, the embedded default otherwise.
+    pub fn from_optional_file(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(path) => Self::from_file(path),
+            None => Self::embedded(),
+        }
+    }
+
+    /// Parses YAML (unknown keys rejected, errors carry the key path) and validates it.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config = parse_yaml(text, origin)?;
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            });
+        }
+        Ok(Self {
+            config,
+            identity: identity_of(text.as_bytes()),
+            origin: origin.to_owned(),
+        })
+    }
+}
+
+fn parse_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    // An empty file is an empty mapping: every key takes its default.
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let key = err.path().to_string();
+        ConfigError::Syntax {
+            origin: origin.to_owned(),
+            key: if key == "." { "(top level)".into() } else { key },
+            message: err.into_inner().to_string(),
+        }
+    })
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn identity_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl Config {
+    /// Semantic checks serde cannot do. Returns every problem, not just the first.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+
+        if self.limits.max_request_bytes < 1024 {
+            problem(
+                "limits.maxRequestBytes".into(),
+                format!("{} is too small (minimum 1024)", self.limits.max_request_bytes),
+            );
+        }
+        if self.limits.default_timeout_seconds == 0 || self.limits.default_timeout_seconds > 30 {
+            problem(
+                "limits.defaultTimeoutSeconds".into(),
+                "must be between 1 and 30 (the API server's webhook timeout range)".into(),
+            );
+        }
+        for (i, ns) in self.exclude.namespaces.iter().enumerate() {
+            if !is_dns_label(ns) {
+                problem(
+                    format!("exclude.namespaces[{i}]"),
+                    format!("{ns:?} is not a valid namespace name"),
+                );
+            }
+        }
+        for (i, pattern) in self.trusted_registries.iter().enumerate() {
+            if let Err(GlobError { message, .. }) = ImageGlobs::new([pattern.as_str()]) {
+                problem(format!("trustedRegistries[{i}]"), message);
+            }
+        }
+        let mut hosts = BTreeSet::new();
+        for (i, registry) in self.registries.iter().enumerate() {
+            let key = format!("registries[{i}]");
+            if registry.host.is_empty() || registry.host.contains('/') {
+                problem(
+                    format!("{key}.host"),
+                    format!(
+                        "{:?} must be a registry host with optional port, without scheme or path",
+                        registry.host
+                    ),
+                );
+            }
+            if !hosts.insert(registry.host.as_str()) {
+                problem(
+                    format!("{key}.host"),
+                    format!("{:?} is listed twice", registry.host),
+                );
+            }
+            if let Some(ca) = &registry.ca_file {
+                if registry.insecure {
+                    problem(
+                        format!("{key}.caFile"),
+                        "caFile makes no sense with insecure: true (plain HTTP)".into(),
+                    );
+                }
+                if !ca.is_file() {
+                    problem(
+                        format!("{key}.caFile"),
+                        format!("{} does not exist or is not a file", ca.display()),
+                    );
+                }
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, policy) in self.image_policies.iter().enumerate() {
+            let key = format!("imagePolicies[{i}]");
+            if policy.name.is_empty() {
+                problem(format!("{key}.name"), "must not be empty".into());
+            } else if !names.insert(policy.name.as_str()) {
+                problem(
+                    format!("{key}.name"),
+                    format!("{:?} is used by another image policy", policy.name),
+                );
+            }
+            if policy.images.is_empty() {
+                problem(
+                    format!("{key}.images"),
+                    "must list at least one image glob".into(),
+                );
+            }
+            for (j, pattern) in policy.images.iter().enumerate() {
+                if let Err(GlobError { message, .. }) = ImageGlobs::new([pattern.as_str()]) {
+                    problem(format!("{key}.images[{j}]"), message);
+                }
+            }
+            if let Some(signatures) = &policy.signatures {
+                if signatures.keys.is_empty() {
+                    problem(
+                        format!("{key}.signatures.keys"),
+                        "must name at least one key".into(),
+                    );
+                }
+                for (j, source) in signatures.keys.iter().enumerate() {
+                    let key = format!("{key}.signatures.keys[{j}]");
+                    match (&source.path, &source.pem) {
+                        (Some(_), Some(_)) | (None, None) => {
+                            problem(key, "give exactly one of `path` or `pem`".into())
+                        }
+                        (Some(path), None) if !path.is_file() => problem(
+                            format!("{key}.path"),
+                            format!("{} does not exist or is not a file", path.display()),
+                        ),
+                        (None, Some(pem)) if !pem.contains("-----BEGIN PUBLIC KEY-----") => {
+                            problem(
+                                format!("{key}.pem"),
+                                "is not a PEM public key (-----BEGIN PUBLIC KEY-----)".into(),
+                            )
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let ports = &self.rules.container_ports;
+        if ports.enabled && ports.allowed.is_empty() {
+            problem(
+                "rules.containerPorts.allowed".into(),
+                "must list ports when the rule is enabled (an empty list would deny every port)"
+                    .into(),
+            );
+        }
+        for (i, entry) in ports.allowed.iter().enumerate() {
+            if let Err(message) = parse_port_range(entry) {
+                problem(format!("rules.containerPorts.allowed[{i}]"), message);
+            }
+        }
+        for (i, path) in self.policies.rego.paths.iter().enumerate() {
+            if !path.exists() {
+                problem(
+                    format!("policies.rego.paths[{i}]"),
+                    format!("{} does not exist", path.display()),
+                );
+            }
+        }
+        problems
+    }
+}
+
+/// `"8080"` or `"8000-8999"` (inclusive) into a range of ports.
+pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let port = |s: &str| -> Result<u16, String> {
+        match s.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("{text:?} is not a port (1-65535) or range (a-b)")),
+            Ok(p) => Ok(p),
+        }
+    };
+    match text.split_once('-') {
+        Some((low, high)) => {
+            let (low, high) = (port(low)?, port(high)?);
+            if low > high {
+                return Err(format!("{text:?}: range start is above its end"));
+            }
+            Ok(low..=high)
+        }
+        None => port(text).map(|p| p..=p),
+    }
+}
+
+/// RFC 1123 label, which is what namespace names are.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let loaded = LoadedConfig::embedded();
+        assert!(loaded.is_ok(), "{loaded:?}");
+    }
+
+    #[test]
+    fn an_empty_file_takes_every_default() {
+        let loaded = LoadedConfig::from_yaml("", "empty").ok();
+        let config = loaded.map(|l| l.config);
+        assert_eq!(config.as_ref().map(|c| c.mode), Some(Mode::Enforce));
+        assert_eq!(config.as_ref().map(|c| c.on_error), Some(OnError::Deny));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let err = LoadedConfig::from_yaml("rules:\n  noLatestTag:\n    enabeld: true\n", "t");
+        let text = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("rules.noLatestTag"), "{text}");
+        assert!(text.contains("enabeld"), "{text}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_path() {
+        let err = LoadedConfig::from_yaml("registries:\n  - host: a\n    insecure: maybe\n", "t");
+        let text = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("registries[0].insecure"), "{text}");
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported_with_paths() {
+        let yaml = "trustedRegistries: ['a/[']\nrules:\n  containerPorts:\n    enabled: true\n    allowed: ['80', '9-1', 'x']\nexclude:\n  namespaces: [Bad_NS]\n";
+        let err = LoadedConfig::from_yaml(yaml, "t").err();
+        let Some(ConfigError::Invalid { problems, .. }) = err else {
+            unreachable!("expected validation problems, got {err:?}")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "exclude.namespaces[0]",
+                "trustedRegistries[0]",
+                "rules.containerPorts.allowed[1]",
+                "rules.containerPorts.allowed[2]"
+            ]
+        );
+    }
+
+    #[test]
+    fn identity_changes_with_content() {
+        let a = LoadedConfig::from_yaml("mode: warn\n", "a").map(|l| l.identity).ok();
+        let b = LoadedConfig::from_yaml("mode: audit\n", "b").map(|l| l.identity).ok();
+        assert_ne!(a, b);
+        assert!(a.is_some_and(|a| a.starts_with("sha256:") && a.len() == 71));
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!(parse_port_range("80"), Ok(80..=80));
+        assert_eq!(parse_port_range("8000-8999"), Ok(8000..=8999));
+        assert!(parse_port_range("0").is_err());
+        assert!(parse_port_range("70000").is_err());
+    }
+}

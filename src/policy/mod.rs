@@ -1,0 +1,92 @@
+//! The `Policy` trait that built-in rules (and later Rego modules) implement, the input they
+//! read and the findings they return. Pure: no I/O happens here.
+//!
+//! Evaluation order: policies run in a fixed order (built-in rules in the order of
+//! [`builtin::from_config`], then image policies in configuration order); every policy sees the
+//! same input; findings from all policies are concatenated, and the decision core combines them.
+
+pub mod builtin;
+
+use serde::Serialize;
+
+use crate::config::Mode;
+use crate::evidence::ImageEvidence;
+use crate::reference::{ImageRef, ReferenceError};
+use crate::workload::{ContainerKind, PodView};
+
+/// What a finding is about: one container's image, or the pod as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "scope", rename_all = "camelCase")]
+pub enum Subject {
+    Container {
+        container: String,
+        kind: ContainerKind,
+        image: String,
+    },
+    Pod,
+}
+
+/// One thing a policy found wrong, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// Stable rule identifier, e.g. `no-latest-tag`.
+    pub rule: String,
+    pub subject: Subject,
+    /// What was found, e.g. `tag "latest" is mutable`.
+    pub found: String,
+    /// How to fix it.
+    pub fix: String,
+    /// The mode the producing policy is configured with.
+    pub mode: Mode,
+}
+
+/// One container's image as the policies see it.
+#[derive(Debug, Clone)]
+pub struct ImageEntry {
+    pub container: String,
+    pub container_kind: ContainerKind,
+    /// The parsed reference, or why it could not be parsed.
+    pub reference: Result<ImageRef, ReferenceError>,
+    /// Registry evidence, when an image policy asked for it.
+    pub evidence: Option<ImageEvidence>,
+}
+
+impl ImageEntry {
+    pub fn subject(&self) -> Subject {
+        Subject::Container {
+            container: self.container.clone(),
+            kind: self.container_kind,
+            image: match &self.reference {
+                Ok(image) => image.written().to_owned(),
+                Err(err) => err.written.clone(),
+            },
+        }
+    }
+}
+
+/// Everything a policy may read about one admission request.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    pub operation: &'a str,
+    pub namespace: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub pod: &'a PodView,
+    pub images: &'a [ImageEntry],
+}
+
+/// A policy that could not be evaluated (a runtime error, a limit reached).
+#[derive(Debug, thiserror::Error)]
+#[error("policy {policy} failed: {message}")]
+pub struct PolicyError {
+    pub policy: String,
+    pub message: String,
+}
+
+/// Anything that judges a request and returns findings.
+pub trait Policy: Send + Sync + std::fmt::Debug {
+    /// A stable name, used in logs and errors.
+    fn name(&self) -> &str;
+    fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError>;
+}
