@@ -1,1 +1,20 @@
-//! portcullis
+//! portcullis: a Kubernetes validating admission webhook that lets only trusted images run.
+//!
+//! The request path is `server` → `admission` → `engine` (gathers `evidence`, runs `policy`)
+//! → `decision`. Everything from `reference` to `decision` is pure; I/O sits in `server`,
+//! `evidence` sources and `cli`.
+
+pub mod admission;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod engine;
+pub mod evidence;
+pub mod manifests;
+pub mod metrics;
+pub mod policy;
+pub mod reference;
+pub mod server;
+pub mod tls;
+pub mod watch;
+pub mod workload;

@@ -446,12 +446,15 @@ impl Policy for SignatureRule {
                 if !self.globs.matches(image) {
                     return None;
                 }
-                let reason = match entry.evidence.as_ref().map(|e| &e.signatures) {
-                    Some(SignatureEvidence::Verified { .. }) => return None,
-                    Some(
+                let reason = match entry.evidence.as_ref().map(|e| e.as_ref().map(|e| &e.signatures)) {
+                    Some(Ok(SignatureEvidence::Verified { .. })) => return None,
+                    // Gathering failed: the engine applies the configured onError outcome to
+                    // the whole request, so this rule has nothing to judge.
+                    Some(Err(_)) => return None,
+                    Some(Ok(
                         SignatureEvidence::Unverified { reason }
                         | SignatureEvidence::Unavailable { reason },
-                    ) => reason.clone(),
+                    )) => reason.clone(),
                     None => "no signature evidence was gathered".into(),
                 };
                 Some(finding(

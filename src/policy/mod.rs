@@ -10,7 +10,7 @@ pub mod builtin;
 use serde::Serialize;
 
 use crate::config::Mode;
-use crate::evidence::ImageEvidence;
+use crate::evidence::{EvidenceError, ImageEvidence};
 use crate::reference::{ImageRef, ReferenceError};
 use crate::workload::{ContainerKind, PodView};
 
@@ -48,8 +48,9 @@ pub struct ImageEntry {
     pub container_kind: ContainerKind,
     /// The parsed reference, or why it could not be parsed.
     pub reference: Result<ImageRef, ReferenceError>,
-    /// Registry evidence, when an image policy asked for it.
-    pub evidence: Option<ImageEvidence>,
+    /// Registry evidence, when an image policy asked for it: `None` when no image policy
+    /// matched, `Some(Err)` when gathering failed (the engine applies `onError` to that).
+    pub evidence: Option<Result<ImageEvidence, EvidenceError>>,
 }
 
 impl ImageEntry {

@@ -1,0 +1,142 @@
+//! The AdmissionReview contract, owned in one place: decoding `admission.k8s.io/v1`
+//! AdmissionReviews, and encoding verdicts as the AdmissionReview response that echoes the
+//! request's uid. Shared by the HTTPS server and `portcullis review`.
+
+use std::time::Duration;
+
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::decision::Verdict;
+use crate::engine::{Engine, operation_name};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// Why a body is not an AdmissionReview portcullis can answer (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("the body is not a valid AdmissionReview: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error("apiVersion must be {API_VERSION:?}, got {0:?}")]
+    WrongApiVersion(String),
+    #[error("kind must be {KIND:?}, got {0:?}")]
+    WrongKind(String),
+    #[error("the AdmissionReview has no request")]
+    MissingRequest,
+    #[error("the AdmissionReview request has no uid")]
+    MissingUid,
+}
+
+impl AdmissionError {
+    /// A short machine-readable reason, for the JSON error body and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AdmissionError::Malformed(_) => "malformed",
+            AdmissionError::WrongApiVersion(_) => "wrong-api-version",
+            AdmissionError::WrongKind(_) => "wrong-kind",
+            AdmissionError::MissingRequest => "missing-request",
+            AdmissionError::MissingUid => "missing-uid",
+        }
+    }
+}
+
+/// The JSON body of a 400/413 answer.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub reason: &'static str,
+}
+
+/// Decodes and checks an AdmissionReview body.
+pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, AdmissionError> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(AdmissionError::Malformed)?;
+    if review.types.api_version != API_VERSION {
+        return Err(AdmissionError::WrongApiVersion(review.types.api_version));
+    }
+    if review.types.kind != KIND {
+        return Err(AdmissionError::WrongKind(review.types.kind));
+    }
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| AdmissionError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(AdmissionError::MissingUid);
+    }
+    Ok(request)
+}
+
+/// The AdmissionReview answering `request` with `verdict`.
+pub fn respond(
+    request: &AdmissionRequest<DynamicObject>,
+    verdict: &Verdict,
+) -> AdmissionReview<DynamicObject> {
+    let mut response = AdmissionResponse::from(request);
+    response.allowed = verdict.allowed;
+    if let Some(code) = verdict.status_code {
+        response.result.code = code;
+        response.result.reason = "Forbidden".into();
+    }
+    if let Some(message) = &verdict.message {
+        response.result.message = message.clone();
+    }
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings.clone());
+    }
+    response.audit_annotations = verdict
+        .audit_annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    response.into_review()
+}
+
+/// Decodes, judges and answers one AdmissionReview body. `timeout` is the API server's
+/// `?timeout=`; the answer is produced before it.
+pub async fn handle(
+    engine: &Engine,
+    body: &[u8],
+    timeout: Option<Duration>,
+) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
+    let started = Instant::now();
+    let request = parse(body)?;
+    let span = tracing::info_span!(
+        "review",
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        operation = operation_name(&request.operation),
+        dry_run = request.dry_run,
+        verdict = tracing::field::Empty,
+    );
+    let deadline = started + engine.budget(timeout);
+    let verdict = engine
+        .review(&request, deadline)
+        .instrument(span.clone())
+        .await;
+    span.record("verdict", verdict.outcome.as_str());
+    span.in_scope(|| {
+        // Never log the object itself (Secrets pass through admission); rules and images only.
+        let findings: Vec<String> = verdict
+            .findings
+            .iter()
+            .map(crate::decision::describe)
+            .collect();
+        tracing::info!(
+            allowed = verdict.allowed,
+            findings = findings.len(),
+            config = engine.identity(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "decided"
+        );
+        for finding in &findings {
+            tracing::debug!(finding, "finding");
+        }
+    });
+    Ok((respond(&request, &verdict), verdict))
+}

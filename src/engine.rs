@@ -1,0 +1,335 @@
+//! The review engine: one admission request in, one verdict out. It finds the images of the
+//! object, gathers evidence for those an image policy asks about (bounded by the request's
+//! deadline), runs every policy and hands the findings to the pure decision core.
+//!
+//! What is judged:
+//! * CREATE: every container of the object.
+//! * UPDATE: only what the update changes. A container that is new, or whose image, ports or
+//!   security settings differ from `oldObject`, is judged in full; unchanged containers are not
+//!   judged again, so a label edit on a running pod never fails because a rule or the registry
+//!   changed since it was admitted. When pod-level settings (host namespaces, pod security
+//!   context) change, everything is judged. Without a usable `oldObject`, everything is judged.
+//!   Re-judging what already runs is the audit loop's job, not admission's.
+//! * DELETE and CONNECT: allowed. Kinds without pods: allowed (debug log).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, Operation};
+use tokio::time::Instant;
+
+use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
+use crate::decision::{Context, Verdict};
+use crate::evidence::{EvidenceError, EvidenceSource};
+use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, Subject, builtin};
+use crate::reference::{GlobError, ImageGlobs, ImageRef};
+use crate::workload::{self, PodView};
+
+/// Rule id for requests that cannot be judged at all (no object, malformed pod spec).
+pub const RULE_ADMISSION_REQUEST: &str = "admission-request";
+
+/// The engine could not be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Glob(#[from] GlobError),
+}
+
+/// A configuration turned into ready-to-run policies. Immutable: a reload builds a new one.
+#[derive(Debug)]
+pub struct Engine {
+    loaded: LoadedConfig,
+    policies: Vec<Box<dyn Policy>>,
+    image_policies: Vec<(ImagePolicy, ImageGlobs)>,
+    evidence: Arc<dyn EvidenceSource>,
+}
+
+impl Engine {
+    pub fn new(
+        loaded: LoadedConfig,
+        evidence: Arc<dyn EvidenceSource>,
+    ) -> Result<Self, EngineError> {
+        let policies = builtin::from_config(&loaded.config)?;
+        let image_policies = loaded
+            .config
+            .image_policies
+            .iter()
+            .map(|p| Ok((p.clone(), ImageGlobs::new(p.images.iter().map(String::as_str))?)))
+            .collect::<Result<Vec<_>, GlobError>>()?;
+        Ok(Self {
+            loaded,
+            policies,
+            image_policies,
+            evidence,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+
+    /// `sha256:<hex>` of the configuration (and, later, policies) this engine runs.
+    pub fn identity(&self) -> &str {
+        &self.loaded.identity
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.loaded.origin
+    }
+
+    /// The time the engine may spend on a request whose API-server timeout is `timeout`
+    /// (or the configured default), keeping a margin to send the answer.
+    pub fn budget(&self, timeout: Option<Duration>) -> Duration {
+        let limits = &self.loaded.config.limits;
+        let timeout = timeout.unwrap_or(Duration::from_secs(limits.default_timeout_seconds));
+        timeout.saturating_sub(Duration::from_millis(limits.timeout_margin_millis))
+    }
+
+    /// Judges one admission request. Never fails: every problem becomes a verdict.
+    pub async fn review(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        deadline: Instant,
+    ) -> Verdict {
+        let namespace = request.namespace.as_deref().unwrap_or("");
+        let context = Context {
+            kind: &request.kind.kind,
+            namespace,
+            name: &request.name,
+            identity: self.identity(),
+        };
+        if !matches!(request.operation, Operation::Create | Operation::Update) {
+            return Verdict::skipped(self.identity());
+        }
+        if self
+            .loaded
+            .config
+            .exclude
+            .namespaces
+            .iter()
+            .any(|n| n == namespace)
+        {
+            tracing::debug!(namespace, "namespace excluded from evaluation");
+            return Verdict::skipped(self.identity());
+        }
+        let group = request.kind.group.as_str();
+        let kind = request.kind.kind.as_str();
+        if workload::pod_spec_path(group, kind).is_none() {
+            tracing::debug!(group, kind, "kind carries no pods: allowed without evaluation");
+            return Verdict::skipped(self.identity());
+        }
+        let Some(object) = &request.object else {
+            return Verdict::decide(
+                &context,
+                vec![request_finding(format!(
+                    "the {:?} request carries no object to judge",
+                    request.operation
+                ))],
+            );
+        };
+        let pod = match workload::extract(group, kind, &object.data) {
+            Ok(Some(pod)) => pod,
+            Ok(None) => return Verdict::skipped(self.identity()),
+            Err(err) => return Verdict::decide(&context, vec![request_finding(err.to_string())]),
+        };
+        let old_pod = match (&request.operation, &request.old_object) {
+            (Operation::Update, Some(old)) => {
+                workload::extract(group, kind, &old.data).ok().flatten()
+            }
+            _ => None,
+        };
+        let scope = JudgedScope::new(&pod, old_pod.as_ref());
+        let name = context.name;
+        let operation = operation_name(&request.operation);
+        self.judge(&context, operation, namespace, name, &pod, &scope, deadline)
+            .await
+    }
+
+    /// Judges a pod view directly (used by `check` for manifests, as CREATE).
+    pub async fn judge_create(
+        &self,
+        context: &Context<'_>,
+        pod: &PodView,
+        deadline: Instant,
+    ) -> Verdict {
+        let scope = JudgedScope::new(pod, None);
+        self.judge(
+            context,
+            "CREATE",
+            context.namespace,
+            context.name,
+            pod,
+            &scope,
+            deadline,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)] // reason: internal; each argument is distinct context
+    async fn judge(
+        &self,
+        context: &Context<'_>,
+        operation: &str,
+        namespace: &str,
+        name: &str,
+        pod: &PodView,
+        scope: &JudgedScope,
+        deadline: Instant,
+    ) -> Verdict {
+        let mut images: Vec<ImageEntry> = pod
+            .containers
+            .iter()
+            .filter(|c| scope.judges(c.kind, &c.name))
+            .map(|c| ImageEntry {
+                container: c.name.clone(),
+                container_kind: c.kind,
+                reference: ImageRef::parse(&c.image),
+                evidence: None,
+            })
+            .collect();
+        let errors = match tokio::time::timeout_at(deadline, self.gather(&mut images)).await {
+            Ok(errors) => errors,
+            Err(_elapsed) => {
+                return Verdict::on_error(
+                    context,
+                    self.loaded.config.on_error,
+                    "evidence was not gathered before the API server's deadline",
+                );
+            }
+        };
+        if !errors.is_empty() && self.loaded.config.on_error == crate::config::OnError::Deny {
+            let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Verdict::on_error(context, crate::config::OnError::Deny, &reasons.join("; "));
+        }
+        let input = PolicyInput {
+            operation,
+            namespace,
+            kind: context.kind,
+            name,
+            pod,
+            images: &images,
+        };
+        let mut findings = Vec::new();
+        for policy in &self.policies {
+            match policy.evaluate(&input) {
+                Ok(found) => findings.extend(found),
+                Err(err) => {
+                    tracing::error!(policy = policy.name(), error = %err, "policy failed");
+                    return Verdict::on_error(
+                        context,
+                        self.loaded.config.on_error,
+                        &err.to_string(),
+                    );
+                }
+            }
+        }
+        findings.retain(|f| scope.keeps(f));
+        let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        Verdict::decide(context, findings).with_error_warnings(&reasons)
+    }
+
+    /// Gathers evidence, concurrently and once per distinct image, for every image that an
+    /// image policy matches. Returns the failures (each is also stored on its entries).
+    async fn gather(&self, images: &mut [ImageEntry]) -> Vec<EvidenceError> {
+        let mut wanted: Vec<(ImageRef, Vec<ImagePolicy>)> = Vec::new();
+        for entry in images.iter() {
+            let Ok(image) = &entry.reference else {
+                continue;
+            };
+            let matching: Vec<ImagePolicy> = self
+                .image_policies
+                .iter()
+                .filter(|(_, globs)| globs.matches(image))
+                .map(|(policy, _)| policy.clone())
+                .collect();
+            if !matching.is_empty() && !wanted.iter().any(|(seen, _)| seen == image) {
+                wanted.push((image.clone(), matching));
+            }
+        }
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let results = join_all(
+            wanted
+                .iter()
+                .map(|(image, policies)| self.evidence.gather(image, policies)),
+        )
+        .await;
+        let mut errors = Vec::new();
+        for ((image, _), result) in wanted.iter().zip(results) {
+            if let Err(err) = &result {
+                errors.push(err.clone());
+            }
+            for entry in images.iter_mut() {
+                if entry.reference.as_ref().is_ok_and(|r| r == image) {
+                    entry.evidence = Some(result.clone());
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// Which parts of a pod an UPDATE re-judges (see the module documentation).
+#[derive(Debug)]
+struct JudgedScope {
+    /// `None`: everything. `Some`: only these containers, and no pod-level findings.
+    changed: Option<Vec<(workload::ContainerKind, String)>>,
+}
+
+impl JudgedScope {
+    fn new(new: &PodView, old: Option<&PodView>) -> Self {
+        let Some(old) = old else {
+            return Self { changed: None };
+        };
+        if old.pod != new.pod {
+            return Self { changed: None };
+        }
+        let changed = new
+            .containers
+            .iter()
+            .filter(|c| old.container(c.kind, &c.name) != Some(*c))
+            .map(|c| (c.kind, c.name.clone()))
+            .collect();
+        Self {
+            changed: Some(changed),
+        }
+    }
+
+    fn judges(&self, kind: workload::ContainerKind, name: &str) -> bool {
+        self.changed
+            .as_ref()
+            .is_none_or(|changed| changed.iter().any(|(k, n)| *k == kind && n == name))
+    }
+
+    fn keeps(&self, finding: &Finding) -> bool {
+        match (&self.changed, &finding.subject) {
+            (None, _) => true,
+            (Some(_), Subject::Pod) => false,
+            (Some(_), Subject::Container {
+                container, kind, ..
+            }) => self.judges(*kind, container),
+        }
+    }
+}
+
+fn request_finding(found: String) -> Finding {
+    Finding {
+        rule: RULE_ADMISSION_REQUEST.into(),
+        subject: Subject::Pod,
+        found,
+        fix: "send a complete object with a valid pod spec".into(),
+        mode: Mode::Enforce,
+    }
+}
+
+pub fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}

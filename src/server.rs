@@ -1,0 +1,501 @@
+//! The HTTP side: the TLS webhook router (`POST /validate`), the plain-HTTP probe router
+//! (`/healthz`, `/readyz`, `/metrics`), body limits, the API server's `?timeout=`, hot reload
+//! of configuration and certificates, and graceful drain.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::tls_rustls::RustlsConfig;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::admission::{self, ErrorBody};
+use crate::config::LoadedConfig;
+use crate::engine::{Engine, EngineError};
+use crate::evidence::EvidenceSource;
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsError};
+use crate::watch::{FileChanges, WatchError};
+
+/// The API server never waits longer than 30 s for a webhook.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// State shared by both routers.
+#[derive(Debug)]
+pub struct AppState {
+    engine: ArcSwap<Engine>,
+    pub metrics: Metrics,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(engine: Engine) -> Arc<Self> {
+        let metrics = Metrics::new();
+        metrics.set_config_identity(engine.identity());
+        Arc::new(Self {
+            engine: ArcSwap::from_pointee(engine),
+            metrics,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The engine in force now.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    /// Puts a new engine in force; reviews already running finish with the old one.
+    pub fn replace_engine(&self, engine: Engine) {
+        self.metrics.set_config_identity(engine.identity());
+        self.engine.store(Arc::new(engine));
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// The TLS port's routes.
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .with_state(state)
+}
+
+/// The plain-HTTP probe port's routes.
+pub fn probe_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn error_response(state: &AppState, status: StatusCode, reason: &'static str, error: String) -> Response {
+    state.metrics.record_rejected(reason);
+    tracing::warn!(status = status.as_u16(), reason, %error, "request rejected");
+    (status, axum::Json(ErrorBody { error, reason })).into_response()
+}
+
+async fn validate(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let engine = state.engine();
+    let limit = engine.config().limits.max_request_bytes;
+    let too_large = |size: String| {
+        format!("the body ({size}) exceeds the {limit}-byte limit (limits.maxRequestBytes)")
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|length| *length > limit) {
+        return error_response(
+            &state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            too_large(format!("{length} bytes")),
+        );
+    }
+    let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            return error_response(
+                &state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                too_large("streamed".into()),
+            );
+        }
+        Err(err) => {
+            return error_response(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "body-read",
+                format!("cannot read the body: {err}"),
+            );
+        }
+    };
+    let timeout = query.get("timeout").and_then(|t| match parse_go_duration(t) {
+        Some(d) => Some(d.min(MAX_TIMEOUT)),
+        None => {
+            tracing::debug!(timeout = %t, "ignoring unparsable ?timeout=");
+            None
+        }
+    });
+    state.metrics.in_flight.inc();
+    let result = admission::handle(&engine, &body, timeout).await;
+    state.metrics.in_flight.dec();
+    match result {
+        Ok((review, verdict)) => {
+            let (kind, operation) = review_labels(&body);
+            state.metrics.record_review(
+                verdict.outcome.as_str(),
+                &kind,
+                &operation,
+                started.elapsed().as_secs_f64(),
+            );
+            if matches!(
+                verdict.outcome,
+                crate::decision::Outcome::ErrorAllowed | crate::decision::Outcome::ErrorDenied
+            ) {
+                state.metrics.evidence_errors.inc();
+            }
+            axum::Json(review).into_response()
+        }
+        Err(err) => error_response(&state, StatusCode::BAD_REQUEST, err.reason(), err.to_string()),
+    }
+}
+
+/// Kind and operation for metric labels, read again cheaply from the raw body (only known,
+/// bounded values are used, so labels cannot explode).
+fn review_labels(body: &[u8]) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Partial {
+        request: Option<PartialRequest>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PartialRequest {
+        kind: Option<PartialKind>,
+        operation: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PartialKind {
+        group: Option<String>,
+        kind: Option<String>,
+    }
+    let partial: Option<PartialRequest> = serde_json::from_slice::<Partial>(body)
+        .ok()
+        .and_then(|p| p.request);
+    let operation = partial
+        .as_ref()
+        .and_then(|r| r.operation.clone())
+        .filter(|o| matches!(o.as_str(), "CREATE" | "UPDATE" | "DELETE" | "CONNECT"))
+        .unwrap_or_else(|| "other".into());
+    let kind = partial
+        .and_then(|r| r.kind)
+        .and_then(|k| {
+            let group = k.group.unwrap_or_default();
+            let kind = k.kind?;
+            crate::workload::pod_spec_path(&group, &kind).map(|_| kind)
+        })
+        .unwrap_or_else(|| "other".into());
+    (kind, operation)
+}
+
+/// Parses a Go duration as the API server writes it (`10s`, `1m0s`, `500ms`).
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest.get(..number_len)?.parse().ok()?;
+        rest = rest.get(number_len..)?;
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match rest.get(..unit_len)? {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = rest.get(unit_len..)?;
+        total += Duration::try_from_secs_f64(number * seconds_per_unit).ok()?;
+    }
+    Some(total)
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files, reloaded when they change (cert-manager rotation).
+    Files { cert: PathBuf, key: PathBuf },
+    /// Generated at start: a CA written to `ca_out` and a serving certificate for
+    /// `localhost`, `127.0.0.1` and `dns_names`.
+    Generated {
+        dns_names: Vec<String>,
+        ca_out: PathBuf,
+    },
+}
+
+/// Everything `serve` needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config_path: Option<PathBuf>,
+    pub tls: TlsSource,
+    /// How long to keep answering, unready, after SIGTERM before closing (lets endpoints
+    /// controllers take the pod out of the Service first).
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish once closing.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot write the CA bundle to {path}: {source}")]
+    WriteCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running server (both ports), for `serve` and for tests.
+#[derive(Debug)]
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub probe_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    handle: axum_server::Handle<SocketAddr>,
+    probe_stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    options: ServeOptions,
+}
+
+/// Starts both servers on already-bound listeners (so callers and tests can use port 0).
+pub async fn start(
+    webhook: std::net::TcpListener,
+    probe: std::net::TcpListener,
+    engine: Engine,
+    evidence: Arc<dyn EvidenceSource>,
+    options: ServeOptions,
+) -> Result<Running, ServeError> {
+    let state = AppState::new(engine);
+    let mut tasks = Vec::new();
+
+    let rustls = match &options.tls {
+        TlsSource::Files { cert, key } => {
+            let config = RustlsConfig::from_config(tls::load(cert, key)?);
+            tasks.push(tokio::spawn(reload_tls(
+                FileChanges::watch([cert.as_path(), key.as_path()])?,
+                config.clone(),
+                cert.clone(),
+                key.clone(),
+                state.clone(),
+            )));
+            config
+        }
+        TlsSource::Generated { dns_names, ca_out } => {
+            let generated = tls::generate(dns_names)?;
+            std::fs::write(ca_out, &generated.ca_pem).map_err(|source| ServeError::WriteCa {
+                path: ca_out.clone(),
+                source,
+            })?;
+            tracing::info!(ca_bundle = %ca_out.display(), "generated a CA and serving certificate; trust the CA bundle to call the webhook");
+            RustlsConfig::from_config(tls::server_config(
+                generated.cert_pem.as_bytes(),
+                generated.key_pem.as_bytes(),
+            )?)
+        }
+    };
+    if let Some(path) = &options.config_path {
+        tasks.push(tokio::spawn(reload_config(
+            FileChanges::watch([path.as_path()])?,
+            path.clone(),
+            evidence,
+            state.clone(),
+        )));
+    }
+
+    webhook.set_nonblocking(true)?;
+    probe.set_nonblocking(true)?;
+    let webhook_addr = webhook.local_addr()?;
+    let probe_addr = probe.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let webhook_server = axum_server::from_tcp_rustls(webhook, rustls)?
+        .handle(handle.clone())
+        .serve(webhook_router(state.clone()).into_make_service());
+    let (probe_stop, mut probe_stopped) = tokio::sync::watch::channel(false);
+    let probe_listener = tokio::net::TcpListener::from_std(probe)?;
+    let probe_server = axum::serve(probe_listener, probe_router(state.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = probe_stopped.wait_for(|stop| *stop).await;
+        });
+    let servers = vec![
+        tokio::spawn(webhook_server),
+        tokio::spawn(async move { probe_server.await }),
+    ];
+    state.set_ready(true);
+    tracing::info!(%webhook_addr, %probe_addr, config = state.engine().identity(), "portcullis is serving");
+    Ok(Running {
+        webhook_addr,
+        probe_addr,
+        state,
+        handle,
+        probe_stop,
+        tasks,
+        servers,
+        options,
+    })
+}
+
+impl Running {
+    /// Graceful drain: unready at once, keep answering for the shutdown delay, then stop
+    /// accepting and let in-flight requests finish (bounded by the drain timeout).
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.state.set_ready(false);
+        tracing::info!(delay = ?self.options.shutdown_delay, "draining: marked unready");
+        tokio::time::sleep(self.options.shutdown_delay).await;
+        self.handle
+            .graceful_shutdown(Some(self.options.drain_timeout));
+        for task in &self.tasks {
+            task.abort();
+        }
+        let mut first_error = None;
+        if let Some(webhook) = self.servers.first() {
+            // Wait for the webhook port to finish in-flight work before closing probes.
+            while !webhook.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let _ = self.probe_stop.send(true);
+        for server in self.servers {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    first_error.get_or_insert(ServeError::Io(err));
+                }
+                Err(join) => {
+                    first_error.get_or_insert(ServeError::Io(std::io::Error::other(join)));
+                }
+            }
+        }
+        tracing::info!("portcullis stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn reload_tls(
+    mut changes: FileChanges,
+    config: RustlsConfig,
+    cert: PathBuf,
+    key: PathBuf,
+    state: Arc<AppState>,
+) {
+    let mut current = (std::fs::read(&cert).ok(), std::fs::read(&key).ok());
+    while changes.next().await.is_some() {
+        let now = (std::fs::read(&cert).ok(), std::fs::read(&key).ok());
+        if now == current {
+            continue;
+        }
+        match tls::load(&cert, &key) {
+            Ok(server_config) => {
+                config.reload_from_config(server_config);
+                current = now;
+                state.metrics.record_tls_reload("applied");
+                tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+            }
+            Err(err) => {
+                // Often transient (the certificate was written, the key not yet): the next
+                // change event retries. The previous certificate keeps serving meanwhile.
+                state.metrics.record_tls_reload("rejected");
+                tracing::warn!(error = %err, "new certificate not usable; still serving the previous one");
+            }
+        }
+    }
+}
+
+async fn reload_config(
+    mut changes: FileChanges,
+    path: PathBuf,
+    evidence: Arc<dyn EvidenceSource>,
+    state: Arc<AppState>,
+) {
+    while changes.next().await.is_some() {
+        let outcome = LoadedConfig::from_file(&path)
+            .map_err(|err| err.to_string())
+            .and_then(|loaded| {
+                if loaded.identity == state.engine().identity() {
+                    return Ok(None);
+                }
+                Engine::new(loaded, evidence.clone())
+                    .map(Some)
+                    .map_err(|err: EngineError| err.to_string())
+            });
+        match outcome {
+            Ok(Some(engine)) => {
+                tracing::info!(config = engine.identity(), "configuration reloaded");
+                state.replace_engine(engine);
+                state.metrics.record_config_reload("applied");
+            }
+            Ok(None) => state.metrics.record_config_reload("unchanged"),
+            Err(error) => {
+                state.metrics.record_config_reload("rejected");
+                tracing::error!(%error, config = state.engine().identity(), "new configuration refused; the last good one stays in force");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_as_the_api_server_writes_them() {
+        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("1m0s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("ten seconds"), None);
+        assert_eq!(parse_go_duration("5x"), None);
+    }
+}
