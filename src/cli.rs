@@ -1,1 +1,415 @@
-//! cli
+//! The `portcullis` commands (clap derive): `serve`, `review`, `check` and `config validate`.
+//! `main.rs` parses the arguments, starts tracing and calls [`run`].
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::admission;
+use crate::config::{ConfigError, LoadedConfig};
+use crate::decision::{Outcome, Verdict};
+use crate::engine::{Engine, EngineError};
+use crate::evidence::{EvidenceSource, NoRegistry};
+use crate::manifests::{self, ManifestError, ManifestObject};
+use crate::policy::Subject;
+use crate::server::{self, ServeError, ServeOptions, TlsSource};
+
+/// portcullis: a Kubernetes validating admission webhook that lets only trusted images run.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PORTCULLIS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook (POST /validate) and the probe port
+    /// (/healthz, /readyz, /metrics). Exit codes: 0 clean shutdown, 1 runtime failure,
+    /// 2 bad configuration (detected before any port is bound).
+    Serve(ServeArgs),
+    /// Answer one AdmissionReview (JSON, from FILE or stdin) exactly as the server would, on
+    /// stdout. Exit codes: 0 an answer was produced (allowed or not), 2 the input is not an
+    /// AdmissionReview or the configuration is bad.
+    Review(ReviewArgs),
+    /// Evaluate Kubernetes manifests (YAML or JSON, multi-document, List kinds) as CREATE
+    /// requests with the webhook's engine. Exit codes: 0 all admitted (warnings allowed),
+    /// 1 something denied, 2 error (unreadable file, bad YAML, bad configuration).
+    Check(CheckArgs),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Configuration file (YAML). Without it, the embedded default configuration is used.
+    #[arg(long, env = "PORTCULLIS_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Address of the HTTPS webhook port.
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP probe and metrics port.
+    #[arg(long, env = "PORTCULLIS_PROBE_LISTEN", default_value = "0.0.0.0:8081")]
+    pub probe_listen: SocketAddr,
+    /// Serving certificate (PEM), reloaded when the file changes. Requires --tls-key.
+    #[arg(long, env = "PORTCULLIS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the serving certificate. Requires --tls-cert.
+    #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS name for the generated certificate (repeatable; without --tls-cert only).
+    #[arg(long = "dns-name", env = "PORTCULLIS_DNS_NAME", value_delimiter = ',')]
+    pub dns_names: Vec<String>,
+    /// Where to write the generated CA bundle (without --tls-cert only).
+    #[arg(long, env = "PORTCULLIS_CA_OUT", default_value = "./portcullis-ca.pem")]
+    pub ca_out: PathBuf,
+    /// Seconds to keep answering, unready, after SIGTERM before closing.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_DELAY", default_value_t = 2)]
+    pub shutdown_delay_seconds: u64,
+    /// Seconds in-flight requests may take to finish while closing.
+    #[arg(long, env = "PORTCULLIS_DRAIN_TIMEOUT", default_value_t = 25)]
+    pub drain_timeout_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// AdmissionReview JSON file; `-` or nothing reads stdin.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Manifest files (YAML or JSON); `-` reads stdin.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration (and everything it names). Errors name the key path.
+    /// Exit codes: 0 valid, 2 invalid. Without FILE: $PORTCULLIS_CONFIG, else the embedded
+    /// default.
+    Validate {
+        /// Configuration file (YAML).
+        #[arg(env = "PORTCULLIS_CONFIG")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// A command failed; the exit code says how.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("configuration: {0}")]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    NotAReview(#[from] admission::AdmissionError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("cannot read {what}: {source}")]
+    Input {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// 2 for bad input or configuration (as `interface.md` says), 1 for runtime failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_)
+            | CliError::Engine(_)
+            | CliError::NotAReview(_)
+            | CliError::Manifest(_)
+            | CliError::Input { .. } => 2,
+            CliError::Bind { .. } | CliError::Serve(_) | CliError::Output(_) => 1,
+        }
+    }
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Review(args) => review(args).await,
+        Command::Check(args) => check(args).await,
+        Command::Config(ConfigCommand::Validate { file }) => validate(file.as_deref()),
+    }
+}
+
+/// The evidence source for this build: no registry client yet, so signature requirements
+/// stay unmet (fail closed).
+fn evidence_source() -> Arc<dyn EvidenceSource> {
+    Arc::new(NoRegistry)
+}
+
+fn engine_for(config: Option<&Path>) -> Result<Engine, CliError> {
+    let loaded = LoadedConfig::from_optional_file(config)?;
+    Ok(Engine::new(loaded, evidence_source())?)
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    // Configuration first: a bad one exits 2 before any port is bound.
+    let engine = engine_for(args.config.config.as_deref())?;
+    tracing::info!(config = engine.identity(), origin = engine.origin(), "configuration loaded");
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).map_err(|source| CliError::Bind { addr, source })
+    };
+    let webhook = bind(args.listen)?;
+    let probe = bind(args.probe_listen)?;
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+        _ => TlsSource::Generated {
+            dns_names: args.dns_names,
+            ca_out: args.ca_out,
+        },
+    };
+    let options = ServeOptions {
+        config_path: args.config.config,
+        tls,
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
+        drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+    };
+    let running = server::start(webhook, probe, engine, evidence_source(), options).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    running.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn review(args: ReviewArgs) -> Result<ExitCode, CliError> {
+    let engine = engine_for(args.config.config.as_deref())?;
+    let (what, body) = match args.file.as_deref() {
+        None => ("stdin".to_owned(), read_stdin()),
+        Some(path) if path == Path::new("-") => ("stdin".to_owned(), read_stdin()),
+        Some(path) => (path.display().to_string(), std::fs::read(path)),
+    };
+    let body = body.map_err(|source| CliError::Input { what, source })?;
+    let (answer, _verdict) = admission::handle(&engine, &body, None).await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &answer)
+        .map_err(|err| CliError::Output(err.into()))?;
+    writeln!(out).map_err(CliError::Output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_stdin() -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body)?;
+    Ok(body)
+}
+
+/// One judged object, for `check -o json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckResult {
+    origin: String,
+    object: String,
+    allowed: bool,
+    outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    warnings: Vec<String>,
+    findings: Vec<crate::policy::Finding>,
+}
+
+async fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
+    let engine = engine_for(args.config.config.as_deref())?;
+    let mut objects: Vec<ManifestObject> = Vec::new();
+    for file in &args.files {
+        objects.extend(manifests::read_file(file)?);
+    }
+    let mut results = Vec::new();
+    for (index, object) in objects.iter().enumerate() {
+        let review = object.as_admission_review(&format!("portcullis-check-{index}"));
+        let body = serde_json::to_vec(&review).map_err(|err| CliError::Output(err.into()))?;
+        let verdict: Verdict = match admission::handle(&engine, &body, None).await {
+            Ok((_, verdict)) => verdict,
+            Err(err) => {
+                return Err(CliError::Manifest(ManifestError::NotAnObject {
+                    origin: object.origin.clone(),
+                    document: 0,
+                    message: err.to_string(),
+                }));
+            }
+        };
+        results.push(CheckResult {
+            origin: object.origin.clone(),
+            object: object.display(),
+            allowed: verdict.allowed,
+            outcome: verdict.outcome,
+            message: verdict.message.clone(),
+            warnings: verdict.warnings.clone(),
+            findings: verdict.findings,
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &results)
+                .map_err(|err| CliError::Output(err.into()))?;
+            writeln!(out).map_err(CliError::Output)?;
+        }
+        OutputFormat::Table => write_table(&mut out, &results).map_err(CliError::Output)?,
+    }
+    let denied = results.iter().any(|r| !r.allowed);
+    Ok(if denied {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn write_table(out: &mut impl Write, results: &[CheckResult]) -> std::io::Result<()> {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "OBJECT".into(),
+        "CONTAINER".into(),
+        "IMAGE".into(),
+        "RULE".into(),
+        "VERDICT".into(),
+        "FIX".into(),
+    ]];
+    for result in results {
+        if result.findings.is_empty() {
+            let verdict = match result.outcome {
+                Outcome::Skipped => "skipped (not judged)",
+                Outcome::ErrorDenied => "denied (error)",
+                Outcome::ErrorAllowed => "admitted (error)",
+                _ => "admitted",
+            };
+            let fix = result.message.clone().unwrap_or_default();
+            rows.push([
+                result.object.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                verdict.into(),
+                fix.replace('\n', " "),
+            ]);
+        }
+        for finding in &result.findings {
+            let (container, image) = match &finding.subject {
+                Subject::Container {
+                    container, image, ..
+                } => (container.clone(), image.clone()),
+                Subject::Pod => ("(pod)".into(), "-".into()),
+            };
+            let verdict = match finding.mode {
+                crate::config::Mode::Enforce => "denied",
+                crate::config::Mode::Warn => "warning",
+                crate::config::Mode::Audit => "audit",
+            };
+            rows.push([
+                result.object.clone(),
+                container,
+                image,
+                finding.rule.clone(),
+                format!("{verdict}: {}", finding.found),
+                finding.fix.clone(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+                .min(60)
+        })
+        .collect();
+    for row in &rows {
+        let mut line = String::new();
+        for (column, width) in widths.iter().enumerate() {
+            line.push_str(&format!("{:<width$}  ", row[column], width = *width));
+        }
+        line.push_str(&row[5]);
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
+    let loaded = LoadedConfig::from_optional_file(file)?;
+    let engine = Engine::new(loaded, evidence_source())?;
+    let config = engine.config();
+    let enabled_rules = crate::policy::builtin::from_config(config)
+        .map(|p| p.len())
+        .unwrap_or(0);
+    println!("valid: {}", engine.origin());
+    println!("identity: {}", engine.identity());
+    println!(
+        "mode: {}, onError: {:?}, {} policies in force ({} image policies), {} trusted registry pattern(s)",
+        config.mode.as_str(),
+        config.on_error,
+        enabled_rules,
+        config.image_policies.len(),
+        config.trusted_registries.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -147,25 +147,6 @@ impl Engine {
             .await
     }
 
-    /// Judges a pod view directly (used by `check` for manifests, as CREATE).
-    pub async fn judge_create(
-        &self,
-        context: &Context<'_>,
-        pod: &PodView,
-        deadline: Instant,
-    ) -> Verdict {
-        let scope = JudgedScope::new(pod, None);
-        self.judge(
-            context,
-            "CREATE",
-            context.namespace,
-            context.name,
-            pod,
-            &scope,
-            deadline,
-        )
-        .await
-    }
 
     #[allow(clippy::too_many_arguments)] // reason: internal; each argument is distinct context
     async fn judge(

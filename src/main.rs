@@ -1,1 +1,52 @@
-fn main() {}
+//! The thin `portcullis` binary: parse arguments, install the one rustls crypto provider,
+//! start tracing, and hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use portcullis::cli::{self, Cli, Command, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One process-wide provider (aws-lc-rs) for every rustls user in the tree. Failing only
+    // means one was installed already, which is fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("portcullis: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            eprintln!("portcullis: {err:#}");
+            let code = err
+                .downcast_ref::<cli::CliError>()
+                .map_or(1, cli::CliError::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries command output). `PORTCULLIS_LOG` takes a tracing
+/// filter (e.g. `debug`, `portcullis=debug`); the default is `info` for `serve`, `warn` else.
+fn init_tracing(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
