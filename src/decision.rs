@@ -210,7 +210,7 @@ impl Verdict {
         }
         for reason in reasons {
             self.warnings.push(truncate(
-                &format!("portcullis could not verify; allowed by onError: {reason}"),
+                &format!("portcullis: unverified, allowed by onError: {reason}"),
                 MAX_WARNING_CHARS,
             ));
         }

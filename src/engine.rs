@@ -207,7 +207,11 @@ impl Engine {
             }
         }
         findings.retain(|f| scope.keeps(f));
-        let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        // Short (image: error) so each warning stays within the API server's 120 characters.
+        let reasons: Vec<String> = errors
+            .iter()
+            .map(|err| format!("{}: {}", err.image, err.message))
+            .collect();
         Verdict::decide(context, findings).with_error_warnings(&reasons)
     }
 
