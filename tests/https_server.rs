@@ -1,0 +1,421 @@
+//! The real server on 127.0.0.1 over real TLS: a client that trusts only the webhook's CA (as
+//! the API server trusts `caBundle`), certificate rotation while requests flow, the generated
+//! CA, graceful drain, and configuration hot reload.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use portcullis::config::ImagePolicy;
+use portcullis::engine::Engine;
+use portcullis::evidence::{EvidenceFuture, EvidenceSource, ImageEvidence, SignatureEvidence};
+use portcullis::reference::ImageRef;
+use portcullis::server::{self, Running, ServeOptions, TlsSource};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+
+fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A test CA that can sign several serving certificates.
+struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { issuer }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A serving certificate for 127.0.0.1: (cert PEM, key PEM, cert DER).
+    fn leaf(&self) -> (String, String, Vec<u8>) {
+        let mut params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+fn client_trusting(ca_pem: &str) -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .http1_only()
+        .tls_info(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn listeners() -> (std::net::TcpListener, std::net::TcpListener) {
+    (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+}
+
+fn options(tls: TlsSource, config_path: Option<PathBuf>) -> ServeOptions {
+    ServeOptions {
+        config_path,
+        tls,
+        shutdown_delay: Duration::from_millis(300),
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
+async fn start(engine: Engine, tls: TlsSource, config_path: Option<PathBuf>) -> Running {
+    install_crypto_provider();
+    let (webhook, probe) = listeners();
+    server::start(
+        webhook,
+        probe,
+        engine,
+        Arc::new(portcullis::evidence::NoRegistry),
+        options(tls, config_path),
+    )
+    .await
+    .unwrap()
+}
+
+async fn validate(client: &reqwest::Client, running: &Running, fixture: &str) -> reqwest::Response {
+    client
+        .post(format!("https://127.0.0.1:{}/validate?timeout=10s", running.webhook_addr.port()))
+        .header("content-type", "application/json")
+        .body(fixture_bytes(fixture))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn peer_certificate(response: &reqwest::Response) -> Option<Vec<u8>> {
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+}
+
+/// Polls `check` every 50 ms for at most 10 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trusting_only_the_ca_gets_answers_over_http1_keep_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (cert, key, der) = ca.leaf();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    write(&cert_path, &cert);
+    write(&key_path, &key);
+    let running = start(
+        engine(None),
+        TlsSource::Files { cert: cert_path, key: key_path },
+        None,
+    )
+    .await;
+    let client = client_trusting(&ca.pem());
+    for (fixture, allowed) in [
+        ("deployment-compliant", true),
+        ("deployment-nginx-untagged", false),
+        ("pod-ephemeral-container-update", false),
+        ("pod-label-update-legacy", true),
+    ]
+    .iter()
+    .cycle()
+    .take(20)
+    {
+        let response = validate(&client, &running, fixture).await;
+        assert_eq!(response.version(), reqwest::Version::HTTP_11);
+        assert_eq!(peer_certificate(&response), Some(der.clone()));
+        let review: Value = response.json().await.unwrap();
+        assert_eq!(review["response"]["allowed"], *allowed, "{fixture}");
+        assert_eq!(review["response"]["uid"], format!("fixture-{fixture}"));
+    }
+    // A client that does not trust the CA cannot talk to the webhook at all.
+    let other = client_trusting(&TestCa::new().pem());
+    let refused = other
+        .post(format!("https://127.0.0.1:{}/validate", running.webhook_addr.port()))
+        .body("{}")
+        .send()
+        .await;
+    assert!(refused.is_err(), "TLS must be verified against the CA");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_certificate_files_are_served_without_failing_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (cert, key, old_der) = ca.leaf();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    write(&cert_path, &cert);
+    write(&key_path, &key);
+    let running = Arc::new(
+        start(
+            engine(None),
+            TlsSource::Files { cert: cert_path.clone(), key: key_path.clone() },
+            None,
+        )
+        .await,
+    );
+    let ca_pem = ca.pem();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Two flows: one keep-alive connection, and a new connection for every request.
+    let mut flows = Vec::new();
+    for fresh_connections in [false, true] {
+        let (running, stop, sent, failures, ca_pem) = (
+            running.clone(),
+            stop.clone(),
+            sent.clone(),
+            failures.clone(),
+            ca_pem.clone(),
+        );
+        flows.push(tokio::spawn(async move {
+            let mut client = client_trusting(&ca_pem);
+            while !stop.load(Ordering::SeqCst) {
+                if fresh_connections {
+                    client = client_trusting(&ca_pem);
+                }
+                let result = client
+                    .post(format!(
+                        "https://127.0.0.1:{}/validate",
+                        running.webhook_addr.port()
+                    ))
+                    .body(fixture_bytes("deployment-compliant"))
+                    .send()
+                    .await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                match result {
+                    Ok(response) if response.status() == 200 => {}
+                    Ok(response) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", response.status())),
+                    Err(err) => failures.lock().unwrap().push(format!("{err:?}")),
+                }
+            }
+        }));
+    }
+    eventually("requests flowing", || {
+        let sent = sent.clone();
+        async move { sent.load(Ordering::SeqCst) >= 10 }
+    })
+    .await;
+
+    // Rotate: overwrite the files in place, certificate first (the harshest order: for a
+    // moment the pair does not match, and the old one must keep serving).
+    let (new_cert, new_key, new_der) = ca.leaf();
+    write(&cert_path, &new_cert);
+    write(&key_path, &new_key);
+    eventually("the new certificate is served", || {
+        let (ca_pem, running, new_der) = (ca_pem.clone(), running.clone(), new_der.clone());
+        async move {
+            let response = validate(&client_trusting(&ca_pem), &running, "deployment-compliant").await;
+            peer_certificate(&response) == Some(new_der)
+        }
+    })
+    .await;
+    let before = sent.load(Ordering::SeqCst);
+    eventually("more requests after the rotation", || {
+        let sent = sent.clone();
+        async move { sent.load(Ordering::SeqCst) >= before + 10 }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for flow in flows {
+        flow.await.unwrap();
+    }
+    assert_ne!(old_der, new_der);
+    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
+    let metrics = running.state.metrics.encode();
+    assert!(metrics.contains(r#"portcullis_tls_reloads_total{result="applied"}"#), "{metrics}");
+    Arc::into_inner(running).unwrap().shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_certificate_files_a_ca_is_generated_and_written_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_out = dir.path().join("ca.pem");
+    let running = start(
+        engine(None),
+        TlsSource::Generated {
+            dns_names: vec!["portcullis.portcullis.svc".into()],
+            ca_out: ca_out.clone(),
+        },
+        None,
+    )
+    .await;
+    let ca_pem = std::fs::read_to_string(&ca_out).unwrap();
+    let client = client_trusting(&ca_pem);
+    let response = validate(&client, &running, "deployment-compliant").await;
+    assert_eq!(response.status(), 200);
+    // The serving certificate is a leaf (not the CA itself) naming every requested DNS name.
+    let der = peer_certificate(&response).unwrap();
+    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+    assert_ne!(der, ca_der.to_vec());
+    let text = String::from_utf8_lossy(&der);
+    assert!(text.contains("portcullis.portcullis.svc") && text.contains("localhost"));
+    running.shutdown().await.unwrap();
+}
+
+/// Evidence that takes a while, to hold a request in flight.
+#[derive(Debug)]
+struct Slow;
+
+impl EvidenceSource for Slow {
+    fn gather<'a>(&'a self, _: &'a ImageRef, _: &'a [ImagePolicy]) -> EvidenceFuture<'a> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok(ImageEvidence {
+                digest: None,
+                signatures: SignatureEvidence::Verified {
+                    signers: vec!["test".into()],
+                },
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_marks_unready_and_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "imagePolicies:\n  - name: slow\n    images: [\"registry.k8s.io/**\"]\n    \
+                  signatures: {keys: [{pem: \"-----BEGIN PUBLIC KEY-----\"}]}\n";
+    let (webhook, probe) = listeners();
+    install_crypto_provider();
+    let running = server::start(
+        webhook,
+        probe,
+        engine_with(Some(config), Arc::new(Slow)),
+        Arc::new(Slow),
+        options(
+            TlsSource::Generated { dns_names: vec![], ca_out: dir.path().join("ca.pem") },
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let client = client_trusting(&std::fs::read_to_string(dir.path().join("ca.pem")).unwrap());
+    let url = format!("https://127.0.0.1:{}/validate", running.webhook_addr.port());
+    let ready_url = format!("http://{}/readyz", running.probe_addr);
+    let plain = reqwest::Client::new();
+    assert_eq!(plain.get(&ready_url).send().await.unwrap().status(), 200);
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .post(url)
+                .body(fixture_bytes("deployment-compliant"))
+                .send()
+                .await
+        }
+    });
+    let state = running.state.clone();
+    eventually("the request is in flight", || {
+        let state = state.clone();
+        async move { state.metrics.in_flight.get() == 1 }
+    })
+    .await;
+    let shutdown = tokio::spawn(running.shutdown());
+    eventually("readyz reports 503 while draining", || {
+        let (plain, ready_url) = (plain.clone(), ready_url.clone());
+        async move {
+            plain
+                .get(&ready_url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 503)
+        }
+    })
+    .await;
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let review: Value = response.json().await.unwrap();
+    assert_eq!(review["response"]["allowed"], true);
+    shutdown.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_changes_are_applied_and_a_broken_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.yaml");
+    write(&config_path, "mode: enforce\n");
+    let loaded = portcullis::config::LoadedConfig::from_file(&config_path).unwrap();
+    let engine = Engine::new(loaded, Arc::new(portcullis::evidence::NoRegistry)).unwrap();
+    let running = start(
+        engine,
+        TlsSource::Generated { dns_names: vec![], ca_out: dir.path().join("ca.pem") },
+        Some(config_path.clone()),
+    )
+    .await;
+    let client = client_trusting(&std::fs::read_to_string(dir.path().join("ca.pem")).unwrap());
+    let allowed = |client: reqwest::Client, port: u16| async move {
+        let review: Value = client
+            .post(format!("https://127.0.0.1:{port}/validate"))
+            .body(fixture_bytes("deployment-nginx-untagged"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        review["response"]["allowed"] == true
+    };
+    let port = running.webhook_addr.port();
+    assert!(!allowed(client.clone(), port).await);
+    write(&config_path, "mode: warn\n");
+    eventually("the warn configuration is in force", || allowed(client.clone(), port)).await;
+    let good_identity = running.state.engine().identity().to_owned();
+
+    write(&config_path, "mode: sometimes\n");
+    let state = running.state.clone();
+    eventually("the broken configuration is refused", || {
+        let state = state.clone();
+        async move {
+            state
+                .metrics
+                .encode()
+                .contains(r#"portcullis_config_reloads_total{result="rejected"} 1"#)
+        }
+    })
+    .await;
+    assert_eq!(running.state.engine().identity(), good_identity);
+    assert!(allowed(client.clone(), port).await, "the last good configuration stays");
+    running.shutdown().await.unwrap();
+}
