@@ -198,7 +198,11 @@ fn engine_for(config: Option<&Path>) -> Result<Engine, CliError> {
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     // Configuration first: a bad one exits 2 before any port is bound.
     let engine = engine_for(args.config.config.as_deref())?;
-    tracing::info!(config = engine.identity(), origin = engine.origin(), "configuration loaded");
+    tracing::info!(
+        config = engine.identity(),
+        origin = engine.origin(),
+        "configuration loaded"
+    );
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).map_err(|source| CliError::Bind { addr, source })
     };
@@ -251,9 +255,10 @@ async fn review(args: ReviewArgs) -> Result<ExitCode, CliError> {
     };
     let body = body.map_err(|source| CliError::Input { what, source })?;
     let (answer, _verdict) = admission::handle(&engine, &body, None).await?;
+    // Through `Value` so map keys (audit annotations) print in a stable, sorted order.
+    let answer = serde_json::to_value(&answer).map_err(|err| CliError::Output(err.into()))?;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &answer)
-        .map_err(|err| CliError::Output(err.into()))?;
+    serde_json::to_writer_pretty(&mut out, &answer).map_err(|err| CliError::Output(err.into()))?;
     writeln!(out).map_err(CliError::Output)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -217,8 +217,8 @@ impl RuleSettings {
     }
 }
 
-/// `rules.containerPorts`: which container ports may be declared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `rules.containerPorts`: which container ports may be declared (off by default).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerPortsRule {
     #[serde(default)]
@@ -228,16 +228,6 @@ pub struct ContainerPortsRule {
     /// Ports (`"8080"`) or inclusive ranges (`"8000-8999"`).
     #[serde(default)]
     pub allowed: Vec<String>,
-}
-
-impl Default for ContainerPortsRule {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            mode: None,
-            allowed: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,7 +343,11 @@ fn parse_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let key = err.path().to_string();
         ConfigError::Syntax {
             origin: origin.to_owned(),
-            key: if key == "." { "(top level)".into() } else { key },
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
             message: err.into_inner().to_string(),
         }
     })
@@ -373,7 +367,10 @@ impl Config {
         if self.limits.max_request_bytes < 1024 {
             problem(
                 "limits.maxRequestBytes".into(),
-                format!("{} is too small (minimum 1024)", self.limits.max_request_bytes),
+                format!(
+                    "{} is too small (minimum 1024)",
+                    self.limits.max_request_bytes
+                ),
             );
         }
         if self.limits.default_timeout_seconds == 0 || self.limits.default_timeout_seconds > 30 {
@@ -587,8 +584,12 @@ mod tests {
 
     #[test]
     fn identity_changes_with_content() {
-        let a = LoadedConfig::from_yaml("mode: warn\n", "a").map(|l| l.identity).ok();
-        let b = LoadedConfig::from_yaml("mode: audit\n", "b").map(|l| l.identity).ok();
+        let a = LoadedConfig::from_yaml("mode: warn\n", "a")
+            .map(|l| l.identity)
+            .ok();
+        let b = LoadedConfig::from_yaml("mode: audit\n", "b")
+            .map(|l| l.identity)
+            .ok();
         assert_ne!(a, b);
         assert!(a.is_some_and(|a| a.starts_with("sha256:") && a.len() == 71));
     }

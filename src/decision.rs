@@ -219,10 +219,8 @@ impl Verdict {
         }
         self.audit_annotations
             .insert(annotation::ERROR.into(), reasons.join("; "));
-        self.audit_annotations.insert(
-            annotation::VERDICT.into(),
-            self.outcome.as_str().to_owned(),
-        );
+        self.audit_annotations
+            .insert(annotation::VERDICT.into(), self.outcome.as_str().to_owned());
         self
     }
 
@@ -247,10 +245,8 @@ impl Verdict {
     }
 
     fn annotate(&mut self, identity: &str, findings: &[Finding]) {
-        self.audit_annotations.insert(
-            annotation::VERDICT.into(),
-            self.outcome.as_str().to_owned(),
-        );
+        self.audit_annotations
+            .insert(annotation::VERDICT.into(), self.outcome.as_str().to_owned());
         self.audit_annotations
             .insert(annotation::CONFIG_IDENTITY.into(), identity.to_owned());
         if !findings.is_empty() {

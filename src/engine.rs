@@ -56,7 +56,12 @@ impl Engine {
             .config
             .image_policies
             .iter()
-            .map(|p| Ok((p.clone(), ImageGlobs::new(p.images.iter().map(String::as_str))?)))
+            .map(|p| {
+                Ok((
+                    p.clone(),
+                    ImageGlobs::new(p.images.iter().map(String::as_str))?,
+                ))
+            })
             .collect::<Result<Vec<_>, GlobError>>()?;
         Ok(Self {
             loaded,
@@ -117,7 +122,11 @@ impl Engine {
         let group = request.kind.group.as_str();
         let kind = request.kind.kind.as_str();
         if workload::pod_spec_path(group, kind).is_none() {
-            tracing::debug!(group, kind, "kind carries no pods: allowed without evaluation");
+            tracing::debug!(
+                group,
+                kind,
+                "kind carries no pods: allowed without evaluation"
+            );
             return Verdict::skipped(self.identity());
         }
         let Some(object) = &request.object else {
@@ -146,7 +155,6 @@ impl Engine {
         self.judge(&context, operation, namespace, name, &pod, &scope, deadline)
             .await
     }
-
 
     #[allow(clippy::too_many_arguments)] // reason: internal; each argument is distinct context
     async fn judge(
@@ -293,9 +301,12 @@ impl JudgedScope {
         match (&self.changed, &finding.subject) {
             (None, _) => true,
             (Some(_), Subject::Pod) => false,
-            (Some(_), Subject::Container {
-                container, kind, ..
-            }) => self.judges(*kind, container),
+            (
+                Some(_),
+                Subject::Container {
+                    container, kind, ..
+                },
+            ) => self.judges(*kind, container),
         }
     }
 }

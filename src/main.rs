@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     // means one was installed already, which is fine.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_tracing(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("portcullis: cannot start the async runtime: {err}");
@@ -41,7 +44,8 @@ fn init_tracing(cli: &Cli) {
     } else {
         "warn"
     };
-    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

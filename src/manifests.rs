@@ -122,7 +122,9 @@ fn collect(
         message,
     };
     let Value::Object(map) = &value else {
-        return Err(not_object("not a Kubernetes object (expected a mapping)".into()));
+        return Err(not_object(
+            "not a Kubernetes object (expected a mapping)".into(),
+        ));
     };
     let kind = map
         .get("kind")
@@ -134,13 +136,15 @@ fn collect(
         .and_then(Value::as_str)
         .ok_or_else(|| not_object(format!("{kind} has no `apiVersion`")))?
         .to_owned();
-    if kind.ends_with("List") {
-        if let Some(items) = map.get("items").and_then(Value::as_array) {
-            for item in items.clone() {
-                collect(item, origin, document, out)?;
-            }
-            return Ok(());
+    if let Some(items) = map
+        .get("items")
+        .and_then(Value::as_array)
+        .filter(|_| kind.ends_with("List"))
+    {
+        for item in items.clone() {
+            collect(item, origin, document, out)?;
         }
+        return Ok(());
     }
     let (group, version) = match api_version.split_once('/') {
         Some((group, version)) => (group.to_owned(), version.to_owned()),
@@ -156,7 +160,7 @@ fn collect(
     let name = field("name")
         .or_else(|| field("generateName"))
         .unwrap_or_default();
-    Ok(out.push(ManifestObject {
+    out.push(ManifestObject {
         origin: format!("{origin}#{document}"),
         group,
         version,
@@ -164,7 +168,8 @@ fn collect(
         name,
         namespace: field("namespace").unwrap_or_else(|| "default".into()),
         object: value,
-    }))
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -199,13 +204,19 @@ spec: {}
 
     #[test]
     fn broken_documents_name_the_file_and_document() {
-        let err = parse("apiVersion: v1\nkind: Pod\n---\nkind: [unclosed\n", "bad.yaml");
+        let err = parse(
+            "apiVersion: v1\nkind: Pod\n---\nkind: [unclosed\n",
+            "bad.yaml",
+        );
         assert!(
             matches!(&err, Err(ManifestError::Syntax { document: 2, .. })),
             "{err:?}"
         );
         let err = parse("just a string\n", "s.yaml");
-        assert!(matches!(&err, Err(ManifestError::NotAnObject { .. })), "{err:?}");
+        assert!(
+            matches!(&err, Err(ManifestError::NotAnObject { .. })),
+            "{err:?}"
+        );
         let err = parse("apiVersion: v1\nmetadata: {}\n", "k.yaml");
         assert!(
             err.as_ref()

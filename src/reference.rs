@@ -197,7 +197,10 @@ mod tests {
         #[case] tag_written: bool,
     ) {
         let image = ImageRef::parse(written).ok();
-        assert_eq!(image.as_ref().map(ImageRef::normalized).as_deref(), Some(normalized));
+        assert_eq!(
+            image.as_ref().map(ImageRef::normalized).as_deref(),
+            Some(normalized)
+        );
         assert_eq!(image.map(|i| i.tag_written()), Some(tag_written));
     }
 

@@ -104,7 +104,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-fn error_response(state: &AppState, status: StatusCode, reason: &'static str, error: String) -> Response {
+fn error_response(
+    state: &AppState,
+    status: StatusCode,
+    reason: &'static str,
+    error: String,
+) -> Response {
     state.metrics.record_rejected(reason);
     tracing::warn!(status = status.as_u16(), reason, %error, "request rejected");
     (status, axum::Json(ErrorBody { error, reason })).into_response()
@@ -156,13 +161,15 @@ async fn validate(
             );
         }
     };
-    let timeout = query.get("timeout").and_then(|t| match parse_go_duration(t) {
-        Some(d) => Some(d.min(MAX_TIMEOUT)),
-        None => {
-            tracing::debug!(timeout = %t, "ignoring unparsable ?timeout=");
-            None
-        }
-    });
+    let timeout = query
+        .get("timeout")
+        .and_then(|t| match parse_go_duration(t) {
+            Some(d) => Some(d.min(MAX_TIMEOUT)),
+            None => {
+                tracing::debug!(timeout = %t, "ignoring unparsable ?timeout=");
+                None
+            }
+        });
     state.metrics.in_flight.inc();
     let result = admission::handle(&engine, &body, timeout).await;
     state.metrics.in_flight.dec();
@@ -183,7 +190,12 @@ async fn validate(
             }
             axum::Json(review).into_response()
         }
-        Err(err) => error_response(&state, StatusCode::BAD_REQUEST, err.reason(), err.to_string()),
+        Err(err) => error_response(
+            &state,
+            StatusCode::BAD_REQUEST,
+            err.reason(),
+            err.to_string(),
+        ),
     }
 }
 

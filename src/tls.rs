@@ -152,6 +152,9 @@ mod tests {
     #[test]
     fn garbage_is_a_clear_error() {
         let result = server_config(b"not pem", b"not pem either");
-        assert!(matches!(result, Err(TlsError::NoCertificate { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(TlsError::NoCertificate { .. })),
+            "{result:?}"
+        );
     }
 }

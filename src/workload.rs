@@ -227,7 +227,10 @@ mod tests {
         #[case] kind: &str,
         #[case] object: Value,
     ) {
-        let view = extract(group, kind, &object).ok().flatten().unwrap_or_default();
+        let view = extract(group, kind, &object)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let found: Vec<_> = view
             .containers
             .iter()
@@ -244,16 +247,25 @@ mod tests {
         assert!(view.pod.host_network);
         assert_eq!(
             view.containers[1].ports,
-            [PortView { container_port: 80, host_port: Some(8080) }]
+            [PortView {
+                container_port: 80,
+                host_port: Some(8080)
+            }]
         );
         assert_eq!(view.containers[1].privileged, Some(true));
     }
 
     #[test]
     fn kinds_without_pods_yield_nothing() {
-        assert!(matches!(extract("", "ConfigMap", &json!({"data": {}})), Ok(None)));
+        assert!(matches!(
+            extract("", "ConfigMap", &json!({"data": {}})),
+            Ok(None)
+        ));
         // Same kind name, another API group: not the workload kind portcullis knows.
-        assert!(matches!(extract("example.com", "Deployment", &json!({})), Ok(None)));
+        assert!(matches!(
+            extract("example.com", "Deployment", &json!({})),
+            Ok(None)
+        ));
     }
 
     #[test]
@@ -266,6 +278,10 @@ mod tests {
     fn a_malformed_pod_spec_names_the_field() {
         let object = json!({"spec": {"containers": [{"name": "a", "image": 7}]}});
         let err = extract("", "Pod", &object).err().map(|e| e.to_string());
-        assert!(err.as_deref().is_some_and(|e| e.contains("containers[0].image")), "{err:?}");
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("containers[0].image")),
+            "{err:?}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The real server on 127.0.0.1 over real TLS: a client that trusts only the webhook's CA (as
 //! the API server trusts `caBundle`), certificate rotation while requests flow, the generated
 //! CA, graceful drain, and configuration hot reload.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 mod common;
 
@@ -44,8 +45,8 @@ impl TestCa {
 
     /// A serving certificate for 127.0.0.1: (cert PEM, key PEM, cert DER).
     fn leaf(&self) -> (String, String, Vec<u8>) {
-        let mut params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-            .unwrap();
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
         params.is_ca = IsCa::ExplicitNoCa;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().unwrap();
@@ -98,7 +99,10 @@ async fn start(engine: Engine, tls: TlsSource, config_path: Option<PathBuf>) -> 
 
 async fn validate(client: &reqwest::Client, running: &Running, fixture: &str) -> reqwest::Response {
     client
-        .post(format!("https://127.0.0.1:{}/validate?timeout=10s", running.webhook_addr.port()))
+        .post(format!(
+            "https://127.0.0.1:{}/validate?timeout=10s",
+            running.webhook_addr.port()
+        ))
         .header("content-type", "application/json")
         .body(fixture_bytes(fixture))
         .send()
@@ -143,7 +147,10 @@ async fn a_client_trusting_only_the_ca_gets_answers_over_http1_keep_alive() {
     write(&key_path, &key);
     let running = start(
         engine(None),
-        TlsSource::Files { cert: cert_path, key: key_path },
+        TlsSource::Files {
+            cert: cert_path,
+            key: key_path,
+        },
         None,
     )
     .await;
@@ -168,7 +175,10 @@ async fn a_client_trusting_only_the_ca_gets_answers_over_http1_keep_alive() {
     // A client that does not trust the CA cannot talk to the webhook at all.
     let other = client_trusting(&TestCa::new().pem());
     let refused = other
-        .post(format!("https://127.0.0.1:{}/validate", running.webhook_addr.port()))
+        .post(format!(
+            "https://127.0.0.1:{}/validate",
+            running.webhook_addr.port()
+        ))
         .body("{}")
         .send()
         .await;
@@ -187,7 +197,10 @@ async fn replaced_certificate_files_are_served_without_failing_a_request() {
     let running = Arc::new(
         start(
             engine(None),
-            TlsSource::Files { cert: cert_path.clone(), key: key_path.clone() },
+            TlsSource::Files {
+                cert: cert_path.clone(),
+                key: key_path.clone(),
+            },
             None,
         )
         .await,
@@ -246,7 +259,8 @@ async fn replaced_certificate_files_are_served_without_failing_a_request() {
     eventually("the new certificate is served", || {
         let (ca_pem, running, new_der) = (ca_pem.clone(), running.clone(), new_der.clone());
         async move {
-            let response = validate(&client_trusting(&ca_pem), &running, "deployment-compliant").await;
+            let response =
+                validate(&client_trusting(&ca_pem), &running, "deployment-compliant").await;
             peer_certificate(&response) == Some(new_der)
         }
     })
@@ -264,7 +278,10 @@ async fn replaced_certificate_files_are_served_without_failing_a_request() {
     assert_ne!(old_der, new_der);
     assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
     let metrics = running.state.metrics.encode();
-    assert!(metrics.contains(r#"portcullis_tls_reloads_total{result="applied"}"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"portcullis_tls_reloads_total{result="applied"}"#),
+        "{metrics}"
+    );
     Arc::into_inner(running).unwrap().shutdown().await.unwrap();
 }
 
@@ -325,7 +342,10 @@ async fn shutdown_marks_unready_and_finishes_in_flight_requests() {
         engine_with(Some(config), Arc::new(Slow)),
         Arc::new(Slow),
         options(
-            TlsSource::Generated { dns_names: vec![], ca_out: dir.path().join("ca.pem") },
+            TlsSource::Generated {
+                dns_names: vec![],
+                ca_out: dir.path().join("ca.pem"),
+            },
             None,
         ),
     )
@@ -380,7 +400,10 @@ async fn configuration_changes_are_applied_and_a_broken_one_is_refused() {
     let engine = Engine::new(loaded, Arc::new(portcullis::evidence::NoRegistry)).unwrap();
     let running = start(
         engine,
-        TlsSource::Generated { dns_names: vec![], ca_out: dir.path().join("ca.pem") },
+        TlsSource::Generated {
+            dns_names: vec![],
+            ca_out: dir.path().join("ca.pem"),
+        },
         Some(config_path.clone()),
     )
     .await;
@@ -400,7 +423,10 @@ async fn configuration_changes_are_applied_and_a_broken_one_is_refused() {
     let port = running.webhook_addr.port();
     assert!(!allowed(client.clone(), port).await);
     write(&config_path, "mode: warn\n");
-    eventually("the warn configuration is in force", || allowed(client.clone(), port)).await;
+    eventually("the warn configuration is in force", || {
+        allowed(client.clone(), port)
+    })
+    .await;
     let good_identity = running.state.engine().identity().to_owned();
 
     write(&config_path, "mode: sometimes\n");
@@ -416,6 +442,9 @@ async fn configuration_changes_are_applied_and_a_broken_one_is_refused() {
     })
     .await;
     assert_eq!(running.state.engine().identity(), good_identity);
-    assert!(allowed(client.clone(), port).await, "the last good configuration stays");
+    assert!(
+        allowed(client.clone(), port).await,
+        "the last good configuration stays"
+    );
     running.shutdown().await.unwrap();
 }

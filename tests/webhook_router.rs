@@ -1,5 +1,6 @@
 //! In-process tests of `POST /validate` and the probe routes over the kubectl-made fixtures in
 //! `tests/data` (no network): verdicts, modes, UPDATE scoping, bad input, deadlines, metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 mod common;
 
@@ -82,9 +83,17 @@ async fn a_denial_names_image_container_rule_finding_and_fix() {
 #[tokio::test]
 async fn the_ephemeral_container_update_judges_only_the_new_container() {
     let (webhook, _, _) = routers(engine(None));
-    let (_, review) = post(&webhook, fixture_bytes("pod-ephemeral-container-update"), "").await;
+    let (_, review) = post(
+        &webhook,
+        fixture_bytes("pod-ephemeral-container-update"),
+        "",
+    )
+    .await;
     let message = review["response"]["status"]["message"].as_str().unwrap();
-    assert!(message.contains("ephemeralContainer \"debugger\""), "{message}");
+    assert!(
+        message.contains("ephemeralContainer \"debugger\""),
+        "{message}"
+    );
     assert!(!message.contains("\"pause\""), "{message}");
 }
 
@@ -175,7 +184,10 @@ async fn every_workload_kind_and_image_site_is_judged(
     let (group, resource, bad) = workload(kind, with_bad_image(compliant_template(), site));
     let (status, review) = post(&webhook, create_review(&group, kind, &resource, bad), "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(review["response"]["allowed"], false, "{kind}/{site}: {review}");
+    assert_eq!(
+        review["response"]["allowed"], false,
+        "{kind}/{site}: {review}"
+    );
     assert_eq!(denied_rules(&review), ["no-latest-tag"], "{kind}/{site}");
 }
 
@@ -230,7 +242,10 @@ async fn a_rule_mode_overrides_the_default_mode() {
     let (webhook, _, _) = routers(engine(Some(config)));
     let (_, review) = post(&webhook, fixture_bytes("deployment-nginx-untagged"), "").await;
     assert_eq!(review["response"]["allowed"], true, "{review}");
-    assert_eq!(review["response"]["warnings"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        review["response"]["warnings"].as_array().map(Vec::len),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -249,7 +264,9 @@ fn edited(name: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
 }
 
 fn deeply_nested(depth: usize) -> Vec<u8> {
-    let mut body = String::from(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"deep","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"},"spec":{"containers":[{"name":"c","image":"registry.k8s.io/pause:3.10","x":"#);
+    let mut body = String::from(
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"deep","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"},"spec":{"containers":[{"name":"c","image":"registry.k8s.io/pause:3.10","x":"#,
+    );
     body.push_str(&"[".repeat(depth));
     body.push_str(&"]".repeat(depth));
     body.push_str("}]}}}}");
@@ -392,8 +409,12 @@ async fn late_evidence_gets_the_configured_on_error_outcome_before_the_api_serve
             Arc::new(NeverAnswers),
         ));
         let started = tokio::time::Instant::now();
-        let (status, review) =
-            post(&webhook, fixture_bytes("deployment-compliant"), "?timeout=3s").await;
+        let (status, review) = post(
+            &webhook,
+            fixture_bytes("deployment-compliant"),
+            "?timeout=3s",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         // Paused clock: exactly the budget elapsed (3 s minus the 500 ms margin).
         assert_eq!(started.elapsed(), Duration::from_millis(2500));
@@ -418,7 +439,10 @@ async fn an_unreachable_registry_is_denied_by_default_and_named_in_the_message()
     let response = &review["response"];
     assert_eq!(response["allowed"], false);
     let message = response["status"]["message"].as_str().unwrap();
-    assert!(message.contains("from registry.k8s.io: connection refused"), "{message}");
+    assert!(
+        message.contains("from registry.k8s.io: connection refused"),
+        "{message}"
+    );
     assert_eq!(response["auditAnnotations"]["verdict"], "error-denied");
 }
 
@@ -431,7 +455,12 @@ async fn on_error_allow_admits_an_unreachable_registry_with_a_warning() {
     let (_, review) = post(&webhook, fixture_bytes("deployment-compliant"), "").await;
     let response = &review["response"];
     assert_eq!(response["allowed"], true, "{response}");
-    assert!(response["warnings"][0].as_str().unwrap().contains("connection refused"));
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("connection refused")
+    );
     assert_eq!(response["auditAnnotations"]["verdict"], "error-allowed");
 }
 
@@ -487,6 +516,9 @@ async fn readiness_follows_the_state_and_health_is_always_ok() {
     let (_, probes, state) = routers(engine(None));
     assert_eq!(get(&probes, "/readyz").await.0, StatusCode::OK);
     state.set_ready(false);
-    assert_eq!(get(&probes, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(&probes, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(get(&probes, "/healthz").await.0, StatusCode::OK);
 }

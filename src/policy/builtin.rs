@@ -300,11 +300,7 @@ fn require_digest(image: &ImageRef) -> Option<(String, String)> {
 }
 
 impl ContainerRule {
-    fn judge_container(
-        &self,
-        input: &PolicyInput<'_>,
-        c: &ContainerView,
-    ) -> Vec<(String, String)> {
+    fn judge_container(&self, input: &PolicyInput<'_>, c: &ContainerView) -> Vec<(String, String)> {
         match self.kind {
             SimpleRule::RunAsNonRoot => {
                 let user = c.run_as_user.or(input.pod.pod.run_as_user);
@@ -446,7 +442,11 @@ impl Policy for SignatureRule {
                 if !self.globs.matches(image) {
                     return None;
                 }
-                let reason = match entry.evidence.as_ref().map(|e| e.as_ref().map(|e| &e.signatures)) {
+                let reason = match entry
+                    .evidence
+                    .as_ref()
+                    .map(|e| e.as_ref().map(|e| &e.signatures))
+                {
                     Some(Ok(SignatureEvidence::Verified { .. })) => return None,
                     // Gathering failed: the engine applies the configured onError outcome to
                     // the whole request, so this rule has nothing to judge.

@@ -60,7 +60,11 @@ pub fn engine_with(yaml: Option<&str>, evidence: Arc<dyn EvidenceSource>) -> Eng
 pub fn routers(engine: Engine) -> (Router, Router, Arc<AppState>) {
     let state = AppState::new(engine);
     state.set_ready(true);
-    (webhook_router(state.clone()), probe_router(state.clone()), state)
+    (
+        webhook_router(state.clone()),
+        probe_router(state.clone()),
+        state,
+    )
 }
 
 /// POSTs a body to `/validate` (with an optional query) and returns status and JSON body.
@@ -111,7 +115,7 @@ pub fn denied_rules(review: &Value) -> Vec<String> {
 
 /// The AdmissionReview body for `object` as a CREATE of `kind`.
 pub fn create_review(group: &str, kind: &str, resource: &str, object: Value) -> Vec<u8> {
-    let version = if group.is_empty() { "v1" } else { "v1" };
+    let version = "v1";
     let review = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",

@@ -1,0 +1,273 @@
+//! The `portcullis` binary as users run it: exit codes of `review`, `check`, `config
+//! validate` and `serve`, and what they print.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::data_path;
+use serde_json::Value;
+
+fn portcullis() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .env_remove("PORTCULLIS_CONFIG")
+        .env_remove("PORTCULLIS_LOG");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    portcullis().args(args).output().unwrap()
+}
+
+fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = portcullis()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn data(name: &str) -> String {
+    data_path(name).display().to_string()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn review_prints_the_answer_and_exits_0_whether_allowed_or_not() {
+    for (fixture, allowed) in [
+        ("deployment-compliant.json", true),
+        ("deployment-nginx-untagged.json", false),
+    ] {
+        let output = run(&["review", &data(fixture)]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let review: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(review["response"]["allowed"], allowed);
+    }
+}
+
+#[test]
+fn review_reads_stdin_and_gives_the_same_answer_as_the_file() {
+    let body = std::fs::read(data_path("cronjob-latest.json")).unwrap();
+    let from_stdin = run_with_stdin(&["review", "-"], &body);
+    let from_file = run(&["review", &data("cronjob-latest.json")]);
+    assert_eq!(from_stdin.status.code(), Some(0));
+    assert_eq!(stdout(&from_stdin), stdout(&from_file));
+}
+
+#[test]
+fn review_exits_2_when_the_input_is_not_an_admission_review() {
+    let output = run_with_stdin(&["review"], br#"{"apiVersion": "v1", "kind": "Pod"}"#);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).is_empty());
+    assert!(
+        stderr(&output).contains("apiVersion must be"),
+        "{}",
+        stderr(&output)
+    );
+    let missing = run(&["review", "/nonexistent/review.json"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn check_exits_0_when_everything_is_admitted() {
+    let output = run(&["check", &data("manifests/compliant.yaml")]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let table = stdout(&output);
+    assert!(table.starts_with("OBJECT"), "{table}");
+    assert!(table.contains("Deployment shop/web") && table.contains("admitted"));
+    assert!(table.contains("ConfigMap shop/settings") && table.contains("skipped"));
+}
+
+#[test]
+fn check_exits_1_when_something_is_denied_and_names_the_fix() {
+    let output = run(&[
+        "check",
+        &data("manifests/compliant.yaml"),
+        &data("manifests/list-with-latest.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let table = stdout(&output);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("CronJob shop/nightly"))
+        .unwrap_or_else(|| panic!("no CronJob row in\n{table}"));
+    for part in [
+        "nightly",
+        "busybox:latest",
+        "no-latest-tag",
+        "denied",
+        "pin a version",
+    ] {
+        assert!(row.contains(part), "{part} missing in {row}");
+    }
+}
+
+#[test]
+fn check_json_output_lists_every_object_and_finding() {
+    let output = run(&[
+        "check",
+        "-o",
+        "json",
+        &data("manifests/list-with-latest.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["allowed"], true);
+    assert_eq!(results[1]["object"], "CronJob shop/nightly");
+    assert_eq!(results[1]["findings"][0]["rule"], "no-latest-tag");
+}
+
+#[test]
+fn check_exits_2_on_unreadable_or_broken_input() {
+    let missing = run(&["check", "/nonexistent.yaml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let broken = run_with_stdin(&["check", "-"], b"kind: [unclosed\n");
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(
+        stderr(&broken).contains("document 1"),
+        "{}",
+        stderr(&broken)
+    );
+    let bad_config = run(&[
+        "check",
+        "--config",
+        &data("manifests/compliant.yaml"),
+        &data("manifests/compliant.yaml"),
+    ]);
+    assert_eq!(bad_config.status.code(), Some(2));
+}
+
+#[test]
+fn config_validate_accepts_the_embedded_default_and_prints_its_identity() {
+    let output = run(&["config", "validate"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("valid: embedded default"), "{text}");
+    assert!(text.contains("identity: sha256:"), "{text}");
+}
+
+#[test]
+fn config_validate_names_the_key_path_of_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("mode: sometimes\n", "mode"),
+        (
+            "rules:\n  noLatestTag: {enabled: true, colour: red}\n",
+            "rules.noLatestTag",
+        ),
+        (
+            "rules:\n  containerPorts:\n    enabled: true\n    allowed: [\"80\", \"9000-8000\"]\n",
+            "rules.containerPorts.allowed[1]",
+        ),
+        (
+            "trustedRegistries: [\"docker.io/[oops\"]\n",
+            "trustedRegistries[0]",
+        ),
+        ("limits: {maxRequestBytes: 0}\n", "limits.maxRequestBytes"),
+        ("surprise: true\n", "surprise"),
+    ];
+    for (yaml, key) in cases {
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let output = run(&["config", "validate", &path.display().to_string()]);
+        assert_eq!(output.status.code(), Some(2), "{yaml}");
+        assert!(
+            stderr(&output).contains(key),
+            "{key} not named for {yaml:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn serve_with_a_bad_configuration_exits_2_before_binding_any_port() {
+    // Hold the port: if serve tried to bind first it would fail with a bind error (exit 1).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "mode: sometimes\n").unwrap();
+    let output = run(&[
+        "serve",
+        "--config",
+        &path.display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--probe-listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("mode"));
+}
+
+#[test]
+fn serve_runs_on_the_embedded_default_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_out = dir.path().join("ca.pem");
+    let mut child = portcullis()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+            "--shutdown-delay-seconds",
+            "0",
+            "--log-format",
+            "json",
+            "--ca-out",
+            &ca_out.display().to_string(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = Instant::now();
+    let mut probe_addr = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        let Some(Ok(line)) = lines.next() else { break };
+        let event: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|err| panic!("log line is not JSON ({err}): {line}"));
+        if event["message"] == "portcullis is serving" {
+            probe_addr = event["probe_addr"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let probe_addr = probe_addr.expect("the server announced its addresses");
+    assert!(ca_out.exists(), "the CA bundle was written");
+    let mut stream = std::net::TcpStream::connect(&probe_addr).unwrap();
+    write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
