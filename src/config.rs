@@ -379,6 +379,13 @@ impl Config {
                 "must be between 1 and 30 (the API server's webhook timeout range)".into(),
             );
         }
+        if self.limits.timeout_margin_millis >= self.limits.default_timeout_seconds * 1000 {
+            problem(
+                "limits.timeoutMarginMillis".into(),
+                "must be shorter than limits.defaultTimeoutSeconds, or no review could finish"
+                    .into(),
+            );
+        }
         for (i, ns) in self.exclude.namespaces.iter().enumerate() {
             if !is_dns_label(ns) {
                 problem(

@@ -39,10 +39,12 @@ fn main() -> ExitCode {
 /// Logs go to stderr (stdout carries command output). `PORTCULLIS_LOG` takes a tracing
 /// filter (e.g. `debug`, `portcullis=debug`); the default is `info` for `serve`, `warn` else.
 fn init_tracing(cli: &Cli) {
+    // rustls warns once per handshake about clients sending an IP address as SNI (load
+    // tools do); that is the client's bug and would flood the log, so only its errors show.
     let default = if matches!(cli.command, Command::Serve(_)) {
-        "info"
+        "info,rustls=error"
     } else {
-        "warn"
+        "warn,rustls=error"
     };
     let filter =
         EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
