@@ -172,6 +172,15 @@ async fn a_client_trusting_only_the_ca_gets_answers_over_http1_keep_alive() {
         assert_eq!(review["response"]["allowed"], *allowed, "{fixture}");
         assert_eq!(review["response"]["uid"], format!("fixture-{fixture}"));
     }
+    // HTTP/2 is offered too (ALPN), for clients that prefer it.
+    let h2 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let response = validate(&h2, &running, "deployment-compliant").await;
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
     // A client that does not trust the CA cannot talk to the webhook at all.
     let other = client_trusting(&TestCa::new().pem());
     let refused = other
