@@ -1,5 +1,6 @@
 //! Cost of judging one AdmissionReview in process (parse → extract → policies → verdict →
 //! response JSON), without TLS or HTTP: the floor under every `/validate` request.
+#![allow(clippy::panic)] // reason: a benchmark that cannot set up should stop loudly
 
 use std::hint::black_box;
 use std::sync::Arc;
