@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::admission;
 use crate::config::{ConfigError, LoadedConfig};
 use crate::decision::{Outcome, Verdict};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineBuilder, EngineError};
+use crate::scan::trivy::{TrivyDirectory, TrivyError};
+use crate::scan::{NoScans, ScanSettings, ScanSource};
 use crate::evidence::{EvidenceSource, NoRegistry};
 use crate::manifests::{self, ManifestError, ManifestObject};
 use crate::policy::Subject;
@@ -158,6 +160,12 @@ pub enum CliError {
     Serve(#[from] ServeError),
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("scan reports: {0}")]
+    Scans(#[from] TrivyError),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
+    #[error("internal lock poisoned")]
+    Poisoned,
 }
 
 impl CliError {
@@ -168,8 +176,13 @@ impl CliError {
             | CliError::Engine(_)
             | CliError::NotAReview(_)
             | CliError::Manifest(_)
-            | CliError::Input { .. } => 2,
-            CliError::Bind { .. } | CliError::Serve(_) | CliError::Output(_) => 1,
+            | CliError::Input { .. }
+            | CliError::Scans(_) => 2,
+            CliError::Bind { .. }
+            | CliError::Serve(_)
+            | CliError::Output(_)
+            | CliError::Watch(_)
+            | CliError::Poisoned => 1,
         }
     }
 }
@@ -190,14 +203,89 @@ fn evidence_source() -> Arc<dyn EvidenceSource> {
     Arc::new(NoRegistry)
 }
 
+/// The I/O parts an engine needs (evidence and scan sources), kept across configuration
+/// reloads so caches and indexes survive when the configuration names the same sources.
+#[derive(Debug, Default)]
+pub struct Components {
+    /// The Trivy report directory in use, its index, and its watch task (serve only).
+    trivy: Mutex<Option<TrivyInUse>>,
+    /// Watch sources for changes (serve) or read them once (check, review, validate).
+    watch: bool,
+}
+
+#[derive(Debug)]
+struct TrivyInUse {
+    directory: PathBuf,
+    source: Arc<TrivyDirectory>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TrivyInUse {
+    fn drop(&mut self) {
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
+    }
+}
+
+impl Components {
+    pub fn new(watch: bool) -> Arc<Self> {
+        Arc::new(Self {
+            trivy: Mutex::new(None),
+            watch,
+        })
+    }
+
+    /// An engine for `loaded`, with the sources it names.
+    pub fn engine(&self, loaded: LoadedConfig) -> Result<Engine, CliError> {
+        let scans = self.scan_source(&loaded.config.scans)?;
+        Ok(Engine::new(loaded, evidence_source())?.with_scans(scans))
+    }
+
+    fn scan_source(&self, settings: &ScanSettings) -> Result<Arc<dyn ScanSource>, CliError> {
+        let mut trivy = self.trivy.lock().map_err(|_| CliError::Poisoned)?;
+        let Some(wanted) = &settings.trivy_reports else {
+            *trivy = None;
+            return Ok(Arc::new(NoScans));
+        };
+        if let Some(in_use) = trivy.as_ref().filter(|t| t.directory == wanted.directory) {
+            return Ok(in_use.source.clone());
+        }
+        let (source, problems) = TrivyDirectory::open(wanted.directory.clone())?;
+        for problem in problems {
+            tracing::warn!(error = %problem, "Trivy report skipped");
+        }
+        let watcher = if self.watch {
+            Some(source.watch()?)
+        } else {
+            None
+        };
+        *trivy = Some(TrivyInUse {
+            directory: wanted.directory.clone(),
+            source: source.clone(),
+            watcher,
+        });
+        Ok(source)
+    }
+
+    /// The builder the server calls on every configuration reload.
+    pub fn builder(self: &Arc<Self>) -> EngineBuilder {
+        let components = self.clone();
+        Arc::new(move |loaded| components.engine(loaded).map_err(|err| err.to_string()))
+    }
+}
+
 fn engine_for(config: Option<&Path>) -> Result<Engine, CliError> {
     let loaded = LoadedConfig::from_optional_file(config)?;
-    Ok(Engine::new(loaded, evidence_source())?)
+    Components::new(false).engine(loaded)
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     // Configuration first: a bad one exits 2 before any port is bound.
-    let engine = engine_for(args.config.config.as_deref())?;
+    let components = Components::new(true);
+    let engine = components.engine(LoadedConfig::from_optional_file(
+        args.config.config.as_deref(),
+    )?)?;
     tracing::info!(
         config = engine.identity(),
         origin = engine.origin(),
@@ -221,7 +309,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
     };
-    let running = server::start(webhook, probe, engine, evidence_source(), options).await?;
+    let running = server::start(webhook, probe, engine, components.builder(), options).await?;
     shutdown_signal().await;
     tracing::info!("shutdown signal received");
     running.shutdown().await?;
@@ -401,7 +489,7 @@ fn write_table(out: &mut impl Write, results: &[CheckResult]) -> std::io::Result
 
 fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let loaded = LoadedConfig::from_optional_file(file)?;
-    let engine = Engine::new(loaded, evidence_source())?;
+    let engine = Components::new(false).engine(loaded)?;
     let config = engine.config();
     let enabled_rules = crate::policy::builtin::from_config(config)
         .map(|p| p.len())
@@ -416,5 +504,28 @@ fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
         config.image_policies.len(),
         config.trusted_registries.len()
     );
+    // Expired waivers stay in the file but no longer apply: say so, loudly.
+    for exception in engine.expired_exceptions() {
+        println!(
+            "expired exception (no longer applied): {} (owner {}, expired {})",
+            exception.name, exception.owner, exception.expires
+        );
+    }
+    let now = time::OffsetDateTime::now_utc();
+    for policy in &config.image_policies {
+        for ignored in policy
+            .vulnerabilities
+            .iter()
+            .flat_map(|v| &v.ignore)
+            .filter(|i| !i.is_active(now))
+        {
+            println!(
+                "expired vulnerability ignore entry (no longer applied): imagePolicy {:?}: {} (expired {})",
+                policy.name,
+                ignored.id,
+                ignored.expires.as_ref().map(|e| e.written.as_str()).unwrap_or("")
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -99,6 +99,15 @@ pub struct Config {
     pub rules: Rules,
     #[serde(default)]
     pub policies: Policies,
+    /// Where cached scan reports come from.
+    #[serde(default)]
+    pub scans: crate::scan::ScanSettings,
+    /// Images to move away from, with a sunset date.
+    #[serde(default)]
+    pub deprecated_images: Vec<crate::policy::lifecycle::DeprecatedImage>,
+    /// Time-bound waivers.
+    #[serde(default)]
+    pub exceptions: Vec<crate::exceptions::Exception>,
 }
 
 fn default_mode() -> Mode {
@@ -169,6 +178,9 @@ pub struct ImagePolicy {
     pub mode: Option<Mode>,
     #[serde(default)]
     pub signatures: Option<SignatureRequirement>,
+    /// Vulnerability rules judged on cached scan reports.
+    #[serde(default)]
+    pub vulnerabilities: Option<crate::policy::vulnerability::VulnerabilityPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -493,6 +505,72 @@ impl Config {
         for (i, entry) in ports.allowed.iter().enumerate() {
             if let Err(message) = parse_port_range(entry) {
                 problem(format!("rules.containerPorts.allowed[{i}]"), message);
+            }
+        }
+        for (i, policy) in self.image_policies.iter().enumerate() {
+            let Some(vulnerabilities) = &policy.vulnerabilities else {
+                continue;
+            };
+            let key = format!("imagePolicies[{i}].vulnerabilities");
+            if vulnerabilities.max_listed == 0 {
+                problem(format!("{key}.maxListed"), "must be at least 1".into());
+            }
+            let mut ids = BTreeSet::new();
+            for (j, ignored) in vulnerabilities.ignore.iter().enumerate() {
+                if ignored.id.trim().is_empty() {
+                    problem(format!("{key}.ignore[{j}].id"), "must not be empty".into());
+                } else if !ids.insert(ignored.id.as_str()) {
+                    problem(
+                        format!("{key}.ignore[{j}].id"),
+                        format!("{:?} is listed twice", ignored.id),
+                    );
+                }
+                if ignored.reason.trim().is_empty() {
+                    problem(
+                        format!("{key}.ignore[{j}].reason"),
+                        "must say why the vulnerability is accepted".into(),
+                    );
+                }
+            }
+        }
+        if let Some(trivy) = &self.scans.trivy_reports {
+            if !trivy.directory.is_dir() {
+                problem(
+                    "scans.trivyReports.directory".into(),
+                    format!("{} does not exist or is not a directory", trivy.directory.display()),
+                );
+            }
+        }
+        for (i, deprecated) in self.deprecated_images.iter().enumerate() {
+            let key = format!("deprecatedImages[{i}]");
+            if deprecated.images.is_empty() {
+                problem(format!("{key}.images"), "must list at least one image glob".into());
+            }
+            for (j, pattern) in deprecated.images.iter().enumerate() {
+                if let Err(GlobError { message, .. }) = ImageGlobs::new([pattern.as_str()]) {
+                    problem(format!("{key}.images[{j}]"), message);
+                }
+            }
+            if deprecated.replacement.trim().is_empty() {
+                problem(format!("{key}.replacement"), "must name the image to use instead".into());
+            }
+            if deprecated.reason.trim().is_empty() {
+                problem(format!("{key}.reason"), "must say why the image is deprecated".into());
+            }
+        }
+        let mut exception_names = BTreeSet::new();
+        for (i, exception) in self.exceptions.iter().enumerate() {
+            let key = format!("exceptions[{i}]");
+            let mut found = Vec::new();
+            exception.validate(&key, &mut found);
+            for p in found {
+                problem(p.key, p.message);
+            }
+            if !exception.name.is_empty() && !exception_names.insert(exception.name.as_str()) {
+                problem(
+                    format!("{key}.name"),
+                    format!("{:?} is used by another exception", exception.name),
+                );
             }
         }
         for (i, path) in self.policies.rego.paths.iter().enumerate() {

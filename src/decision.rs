@@ -28,6 +28,7 @@ pub mod annotation {
     pub const CONFIG_IDENTITY: &str = "config-identity";
     pub const FINDINGS: &str = "findings";
     pub const ERROR: &str = "error";
+    pub const WAIVERS: &str = "waivers";
 }
 
 /// The object being judged, for messages.
@@ -200,6 +201,45 @@ impl Verdict {
             .audit_annotations
             .insert(annotation::ERROR.into(), reason.to_owned());
         verdict
+    }
+
+    /// Records findings that exceptions waived: one warning each, and the `waivers` annotation.
+    pub fn with_waivers(mut self, waivers: &[crate::exceptions::Waiver]) -> Self {
+        if waivers.is_empty() {
+            return self;
+        }
+        for waiver in waivers {
+            let image = match &waiver.finding.subject {
+                Subject::Container { image, .. } => image.as_str(),
+                Subject::Pod => "pod",
+            };
+            self.warnings.push(truncate(
+                &format!(
+                    "[{}] waived for {image} by exception {} ({}, until {})",
+                    waiver.finding.rule, waiver.exception, waiver.owner, waiver.expires
+                ),
+                MAX_WARNING_CHARS,
+            ));
+        }
+        let recorded: Vec<serde_json::Value> = waivers
+            .iter()
+            .take(MAX_AUDIT_FINDINGS)
+            .map(|w| {
+                serde_json::json!({
+                    "exception": w.exception,
+                    "owner": w.owner,
+                    "expires": w.expires,
+                    "rule": w.finding.rule,
+                    "subject": w.finding.subject,
+                    "found": w.finding.found,
+                })
+            })
+            .collect();
+        self.audit_annotations.insert(
+            annotation::WAIVERS.into(),
+            serde_json::Value::Array(recorded).to_string(),
+        );
+        self
     }
 
     /// Adds warnings for evidence that could not be gathered but was waved through by

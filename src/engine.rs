@@ -20,10 +20,13 @@ use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, Operation};
 use tokio::time::Instant;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
+use crate::exceptions::Exceptions;
+use crate::scan::{NoScans, ScanSource};
 use crate::decision::{Context, Verdict};
 use crate::evidence::{EvidenceError, EvidenceSource};
-use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, Subject, builtin};
+use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
 use crate::reference::{GlobError, ImageGlobs, ImageRef};
 use crate::workload::{self, PodView};
 
@@ -37,13 +40,20 @@ pub enum EngineError {
     Glob(#[from] GlobError),
 }
 
+/// Builds an engine for a (re)loaded configuration, wiring the evidence and scan sources
+/// that configuration names. Used at start and on every hot reload.
+pub type EngineBuilder = Arc<dyn Fn(LoadedConfig) -> Result<Engine, String> + Send + Sync>;
+
 /// A configuration turned into ready-to-run policies. Immutable: a reload builds a new one.
 #[derive(Debug)]
 pub struct Engine {
     loaded: LoadedConfig,
     policies: Vec<Box<dyn Policy>>,
     image_policies: Vec<(ImagePolicy, ImageGlobs)>,
+    exceptions: Exceptions,
     evidence: Arc<dyn EvidenceSource>,
+    scans: Arc<dyn ScanSource>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Engine {
@@ -63,12 +73,33 @@ impl Engine {
                 ))
             })
             .collect::<Result<Vec<_>, GlobError>>()?;
+        let exceptions = Exceptions::new(&loaded.config.exceptions)?;
         Ok(Self {
             loaded,
             policies,
             image_policies,
+            exceptions,
             evidence,
+            scans: Arc::new(NoScans),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Where cached scan reports are looked up (none by default).
+    pub fn with_scans(mut self, scans: Arc<dyn ScanSource>) -> Self {
+        self.scans = scans;
+        self
+    }
+
+    /// The clock time-dependent rules judge against (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Exceptions that no longer apply now (for `config validate`).
+    pub fn expired_exceptions(&self) -> Vec<&crate::exceptions::Exception> {
+        self.exceptions.expired(self.clock.now())
     }
 
     pub fn config(&self) -> &Config {
@@ -176,6 +207,7 @@ impl Engine {
                 container_kind: c.kind,
                 reference: ImageRef::parse(&c.image),
                 evidence: None,
+                scan: ScanState::NotRequested,
             })
             .collect();
         let errors = match tokio::time::timeout_at(deadline, self.gather(&mut images)).await {
@@ -192,6 +224,8 @@ impl Engine {
             let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Verdict::on_error(context, crate::config::OnError::Deny, &reasons.join("; "));
         }
+        self.attach_scans(&mut images);
+        let now = self.clock.now();
         let input = PolicyInput {
             operation,
             namespace,
@@ -199,6 +233,7 @@ impl Engine {
             name,
             pod,
             images: &images,
+            now,
         };
         let mut findings = Vec::new();
         for policy in &self.policies {
@@ -215,12 +250,44 @@ impl Engine {
             }
         }
         findings.retain(|f| scope.keeps(f));
+        let (findings, waivers) = self.exceptions.apply(findings, namespace, now);
         // Short (image: error) so each warning stays within the API server's 120 characters.
         let reasons: Vec<String> = errors
             .iter()
             .map(|err| format!("{}: {}", err.image, err.message))
             .collect();
-        Verdict::decide(context, findings).with_error_warnings(&reasons)
+        Verdict::decide(context, findings)
+            .with_waivers(&waivers)
+            .with_error_warnings(&reasons)
+    }
+
+    /// Looks up the cached scan of every image an image policy judges vulnerabilities for, by
+    /// the digest the registry resolved, or the digest pinned in the reference.
+    fn attach_scans(&self, images: &mut [ImageEntry]) {
+        for entry in images.iter_mut() {
+            let Ok(image) = &entry.reference else {
+                continue;
+            };
+            let wanted = self.image_policies.iter().any(|(policy, globs)| {
+                policy.vulnerabilities.is_some() && globs.matches(image)
+            });
+            if !wanted {
+                continue;
+            }
+            let resolved = entry
+                .evidence
+                .as_ref()
+                .and_then(|e| e.as_ref().ok())
+                .and_then(|e| e.digest.clone());
+            let digest = resolved.or_else(|| image.digest().map(str::to_owned));
+            entry.scan = match digest {
+                None => ScanState::NoDigest,
+                Some(digest) => match self.scans.lookup(&digest) {
+                    Some(report) => ScanState::Found(report),
+                    None => ScanState::Missing { digest },
+                },
+            };
+        }
     }
 
     /// Gathers evidence, concurrently and once per distinct image, for every image that an

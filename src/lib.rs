@@ -6,15 +6,19 @@
 
 pub mod admission;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod evidence;
+pub mod exceptions;
 pub mod manifests;
 pub mod metrics;
 pub mod policy;
 pub mod reference;
+pub mod scan;
 pub mod server;
+pub mod timeutil;
 pub mod tls;
 pub mod watch;
 pub mod workload;

@@ -21,8 +21,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::admission::{self, ErrorBody};
 use crate::config::LoadedConfig;
-use crate::engine::{Engine, EngineError};
-use crate::evidence::EvidenceSource;
+use crate::engine::{Engine, EngineBuilder};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 use crate::watch::{FileChanges, WatchError};
@@ -325,7 +324,7 @@ pub async fn start(
     webhook: std::net::TcpListener,
     probe: std::net::TcpListener,
     engine: Engine,
-    evidence: Arc<dyn EvidenceSource>,
+    build: EngineBuilder,
     options: ServeOptions,
 ) -> Result<Running, ServeError> {
     let state = AppState::new(engine);
@@ -360,7 +359,7 @@ pub async fn start(
         tasks.push(tokio::spawn(reload_config(
             FileChanges::watch([path.as_path()])?,
             path.clone(),
-            evidence,
+            build,
             state.clone(),
         )));
     }
@@ -466,7 +465,7 @@ async fn reload_tls(
 async fn reload_config(
     mut changes: FileChanges,
     path: PathBuf,
-    evidence: Arc<dyn EvidenceSource>,
+    build: EngineBuilder,
     state: Arc<AppState>,
 ) {
     while changes.next().await.is_some() {
@@ -476,9 +475,7 @@ async fn reload_config(
                 if loaded.identity == state.engine().identity() {
                     return Ok(None);
                 }
-                Engine::new(loaded, evidence.clone())
-                    .map(Some)
-                    .map_err(|err: EngineError| err.to_string())
+                build(loaded).map(Some)
             });
         match outcome {
             Ok(Some(engine)) => {

@@ -67,6 +67,11 @@ fn client_trusting(ca_pem: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// What the server calls on a configuration reload: a new engine on the same evidence source.
+fn builder(evidence: Arc<dyn EvidenceSource>) -> portcullis::engine::EngineBuilder {
+    Arc::new(move |loaded| Engine::new(loaded, evidence.clone()).map_err(|err| err.to_string()))
+}
+
 fn listeners() -> (std::net::TcpListener, std::net::TcpListener) {
     (
         std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
@@ -90,7 +95,7 @@ async fn start(engine: Engine, tls: TlsSource, config_path: Option<PathBuf>) -> 
         webhook,
         probe,
         engine,
-        Arc::new(portcullis::evidence::NoRegistry),
+        builder(Arc::new(portcullis::evidence::NoRegistry)),
         options(tls, config_path),
     )
     .await
@@ -349,7 +354,7 @@ async fn shutdown_marks_unready_and_finishes_in_flight_requests() {
         webhook,
         probe,
         engine_with(Some(config), Arc::new(Slow)),
-        Arc::new(Slow),
+        builder(Arc::new(Slow)),
         options(
             TlsSource::Generated {
                 dns_names: vec![],

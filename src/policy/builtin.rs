@@ -74,6 +74,22 @@ pub fn from_config(config: &Config) -> Result<Vec<Box<dyn Policy>>, GlobError> {
         }));
     }
     for policy in &config.image_policies {
+        if let Some(vulnerabilities) = &policy.vulnerabilities {
+            policies.push(Box::new(super::vulnerability::VulnerabilityRule::new(
+                policy,
+                vulnerabilities.clone(),
+                ImageGlobs::new(policy.images.iter().map(String::as_str))?,
+                policy.mode.unwrap_or(default),
+            )));
+        }
+    }
+    if !config.deprecated_images.is_empty() {
+        policies.push(Box::new(super::lifecycle::DeprecatedImagesRule::new(
+            &config.deprecated_images,
+            default,
+        )?));
+    }
+    for policy in &config.image_policies {
         if policy.signatures.is_some() {
             policies.push(Box::new(SignatureRule {
                 globs: ImageGlobs::new(policy.images.iter().map(String::as_str))?,

@@ -6,12 +6,18 @@
 //! same input; findings from all policies are concatenated, and the decision core combines them.
 
 pub mod builtin;
+pub mod lifecycle;
+pub mod vulnerability;
+
+use std::sync::Arc;
 
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::config::Mode;
 use crate::evidence::{EvidenceError, ImageEvidence};
 use crate::reference::{ImageRef, ReferenceError};
+use crate::scan::ScanReport;
 use crate::workload::{ContainerKind, PodView};
 
 /// What a finding is about: one container's image, or the pod as a whole.
@@ -51,6 +57,21 @@ pub struct ImageEntry {
     /// Registry evidence, when an image policy asked for it: `None` when no image policy
     /// matched, `Some(Err)` when gathering failed (the engine applies `onError` to that).
     pub evidence: Option<Result<ImageEvidence, EvidenceError>>,
+    /// The cached scan of the image's digest, when an image policy judges vulnerabilities.
+    pub scan: ScanState,
+}
+
+/// What is known about an image's vulnerability scan.
+#[derive(Debug, Clone, Default)]
+pub enum ScanState {
+    /// No image policy asked for a scan.
+    #[default]
+    NotRequested,
+    /// The digest is unknown (tag not resolved), so no report can be matched.
+    NoDigest,
+    /// No source has a report for this digest.
+    Missing { digest: String },
+    Found(Arc<ScanReport>),
 }
 
 impl ImageEntry {
@@ -75,6 +96,8 @@ pub struct PolicyInput<'a> {
     pub name: &'a str,
     pub pod: &'a PodView,
     pub images: &'a [ImageEntry],
+    /// The time rules judge against (injected, so tests need no sleeps).
+    pub now: OffsetDateTime,
 }
 
 /// A policy that could not be evaluated (a runtime error, a limit reached).

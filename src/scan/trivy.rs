@@ -1,0 +1,227 @@
+//! Trivy JSON reports (`trivy image -f json`, `SchemaVersion: 2`) read from a directory that is
+//! watched, so new reports are picked up without a restart. Reports are matched to images by
+//! the digests in `Metadata.RepoDigests`; the scan time is `CreatedAt`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::{ScanReport, ScanSource, Severity, Vulnerability};
+use crate::watch::FileChanges;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrivyError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a Trivy JSON report: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path}: SchemaVersion {found} is not supported (expected 2)")]
+    Schema { path: PathBuf, found: i64 },
+    #[error("{path}: no Metadata.RepoDigests, so the report cannot be matched to an image digest (scan the image from a registry, not a tarball)")]
+    NoDigest { path: PathBuf },
+    #[error("{path}: no CreatedAt; report time unknown (use Trivy 0.48 or later)")]
+    NoTime { path: PathBuf },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Report {
+    schema_version: i64,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    created_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    artifact_name: String,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    results: Vec<ReportResult>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Metadata {
+    #[serde(default)]
+    repo_digests: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReportResult {
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    vulnerabilities: Option<Vec<ReportVulnerability>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReportVulnerability {
+    #[serde(rename = "VulnerabilityID")]
+    vulnerability_id: String,
+    #[serde(default)]
+    pkg_name: String,
+    #[serde(default)]
+    installed_version: String,
+    #[serde(default)]
+    fixed_version: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    title: String,
+}
+
+/// Parses one report; one `ScanReport` per distinct digest it names.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<ScanReport>, TrivyError> {
+    let report: Report = serde_json::from_slice(bytes).map_err(|err| TrivyError::Format {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })?;
+    if report.schema_version != 2 {
+        return Err(TrivyError::Schema {
+            path: path.to_owned(),
+            found: report.schema_version,
+        });
+    }
+    let scanned_at = report.created_at.ok_or_else(|| TrivyError::NoTime {
+        path: path.to_owned(),
+    })?;
+    let mut digests: Vec<String> = report
+        .metadata
+        .repo_digests
+        .iter()
+        .filter_map(|rd| rd.rsplit_once('@').map(|(_, digest)| digest.to_owned()))
+        .filter(|digest| digest.starts_with("sha256:"))
+        .collect();
+    digests.sort();
+    digests.dedup();
+    if digests.is_empty() {
+        return Err(TrivyError::NoDigest {
+            path: path.to_owned(),
+        });
+    }
+    let vulnerabilities: Vec<Vulnerability> = report
+        .results
+        .into_iter()
+        .flat_map(|result| {
+            let target = result.target;
+            result
+                .vulnerabilities
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |v| Vulnerability {
+                    id: v.vulnerability_id,
+                    package: v.pkg_name,
+                    installed_version: v.installed_version,
+                    fixed_version: v.fixed_version,
+                    severity: Severity::parse(&v.severity),
+                    target: target.clone(),
+                    title: v.title,
+                })
+        })
+        .collect();
+    let source = format!("trivy report {} ({})", path.display(), report.artifact_name);
+    Ok(digests
+        .into_iter()
+        .map(|digest| ScanReport {
+            digest,
+            scanned_at,
+            source: source.clone(),
+            vulnerabilities: vulnerabilities.clone(),
+        })
+        .collect())
+}
+
+/// The reports of one directory, indexed by digest (the newest per digest).
+#[derive(Debug)]
+pub struct TrivyDirectory {
+    directory: PathBuf,
+    index: ArcSwap<HashMap<String, Arc<ScanReport>>>,
+}
+
+impl TrivyDirectory {
+    /// Reads every `*.json` report in `directory`. Unreadable or foreign files are skipped with
+    /// a warning (returned too), so one bad file never hides the others.
+    pub fn open(directory: PathBuf) -> Result<(Arc<Self>, Vec<TrivyError>), TrivyError> {
+        let source = Arc::new(Self {
+            directory,
+            index: ArcSwap::from_pointee(HashMap::new()),
+        });
+        let problems = source.reload()?;
+        Ok((source, problems))
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// Re-reads the directory; the new index replaces the old one at once.
+    pub fn reload(&self) -> Result<Vec<TrivyError>, TrivyError> {
+        let entries = std::fs::read_dir(&self.directory).map_err(|source| TrivyError::Read {
+            path: self.directory.clone(),
+            source,
+        })?;
+        let mut index: HashMap<String, Arc<ScanReport>> = HashMap::new();
+        let mut problems = Vec::new();
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json") && path.is_file())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let parsed = std::fs::read(&path)
+                .map_err(|source| TrivyError::Read {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|bytes| parse(&bytes, &path));
+            match parsed {
+                Ok(reports) => {
+                    for report in reports {
+                        let newer = index
+                            .get(&report.digest)
+                            .is_none_or(|known| known.scanned_at < report.scanned_at);
+                        if newer {
+                            index.insert(report.digest.clone(), Arc::new(report));
+                        }
+                    }
+                }
+                Err(problem) => {
+                    tracing::warn!(error = %problem, "skipping a Trivy report");
+                    problems.push(problem);
+                }
+            }
+        }
+        tracing::info!(directory = %self.directory.display(), digests = index.len(), "Trivy reports loaded");
+        self.index.store(Arc::new(index));
+        Ok(problems)
+    }
+
+    /// Reloads whenever the directory changes, until the returned task is aborted.
+    pub fn watch(self: &Arc<Self>) -> Result<tokio::task::JoinHandle<()>, crate::watch::WatchError> {
+        // FileChanges watches the parent of each file it is given: name a file inside.
+        let mut changes = FileChanges::watch([self.directory.join("report.json").as_path()])?;
+        let source = self.clone();
+        Ok(tokio::spawn(async move {
+            while changes.next().await.is_some() {
+                if let Err(err) = source.reload() {
+                    tracing::error!(error = %err, "cannot reload Trivy reports; keeping the previous ones");
+                }
+            }
+        }))
+    }
+}
+
+impl ScanSource for TrivyDirectory {
+    fn lookup(&self, digest: &str) -> Option<Arc<ScanReport>> {
+        self.index.load().get(digest).cloned()
+    }
+}
