@@ -15,11 +15,11 @@ use crate::admission;
 use crate::config::{ConfigError, LoadedConfig};
 use crate::decision::{Outcome, Verdict};
 use crate::engine::{Engine, EngineBuilder, EngineError};
-use crate::scan::trivy::{TrivyDirectory, TrivyError};
-use crate::scan::{NoScans, ScanSettings, ScanSource};
 use crate::evidence::{EvidenceSource, NoRegistry};
 use crate::manifests::{self, ManifestError, ManifestObject};
 use crate::policy::Subject;
+use crate::scan::trivy::{TrivyDirectory, TrivyError};
+use crate::scan::{NoScans, ScanSettings, ScanSource};
 use crate::server::{self, ServeError, ServeOptions, TlsSource};
 
 /// portcullis: a Kubernetes validating admission webhook that lets only trusted images run.
@@ -523,7 +523,11 @@ fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
                 "expired vulnerability ignore entry (no longer applied): imagePolicy {:?}: {} (expired {})",
                 policy.name,
                 ignored.id,
-                ignored.expires.as_ref().map(|e| e.written.as_str()).unwrap_or("")
+                ignored
+                    .expires
+                    .as_ref()
+                    .map(|e| e.written.as_str())
+                    .unwrap_or("")
             );
         }
     }

@@ -533,18 +533,27 @@ impl Config {
                 }
             }
         }
-        if let Some(trivy) = &self.scans.trivy_reports {
-            if !trivy.directory.is_dir() {
-                problem(
-                    "scans.trivyReports.directory".into(),
-                    format!("{} does not exist or is not a directory", trivy.directory.display()),
-                );
-            }
+        if let Some(trivy) = self
+            .scans
+            .trivy_reports
+            .as_ref()
+            .filter(|trivy| !trivy.directory.is_dir())
+        {
+            problem(
+                "scans.trivyReports.directory".into(),
+                format!(
+                    "{} does not exist or is not a directory",
+                    trivy.directory.display()
+                ),
+            );
         }
         for (i, deprecated) in self.deprecated_images.iter().enumerate() {
             let key = format!("deprecatedImages[{i}]");
             if deprecated.images.is_empty() {
-                problem(format!("{key}.images"), "must list at least one image glob".into());
+                problem(
+                    format!("{key}.images"),
+                    "must list at least one image glob".into(),
+                );
             }
             for (j, pattern) in deprecated.images.iter().enumerate() {
                 if let Err(GlobError { message, .. }) = ImageGlobs::new([pattern.as_str()]) {
@@ -552,10 +561,16 @@ impl Config {
                 }
             }
             if deprecated.replacement.trim().is_empty() {
-                problem(format!("{key}.replacement"), "must name the image to use instead".into());
+                problem(
+                    format!("{key}.replacement"),
+                    "must name the image to use instead".into(),
+                );
             }
             if deprecated.reason.trim().is_empty() {
-                problem(format!("{key}.reason"), "must say why the image is deprecated".into());
+                problem(
+                    format!("{key}.reason"),
+                    "must say why the image is deprecated".into(),
+                );
             }
         }
         let mut exception_names = BTreeSet::new();

@@ -22,12 +22,12 @@ use tokio::time::Instant;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
-use crate::exceptions::Exceptions;
-use crate::scan::{NoScans, ScanSource};
 use crate::decision::{Context, Verdict};
 use crate::evidence::{EvidenceError, EvidenceSource};
+use crate::exceptions::Exceptions;
 use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
 use crate::reference::{GlobError, ImageGlobs, ImageRef};
+use crate::scan::{NoScans, ScanSource};
 use crate::workload::{self, PodView};
 
 /// Rule id for requests that cannot be judged at all (no object, malformed pod spec).
@@ -268,9 +268,10 @@ impl Engine {
             let Ok(image) = &entry.reference else {
                 continue;
             };
-            let wanted = self.image_policies.iter().any(|(policy, globs)| {
-                policy.vulnerabilities.is_some() && globs.matches(image)
-            });
+            let wanted = self
+                .image_policies
+                .iter()
+                .any(|(policy, globs)| policy.vulnerabilities.is_some() && globs.matches(image));
             if !wanted {
                 continue;
             }

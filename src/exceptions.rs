@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::Problem;
-use crate::reference::{GlobError, ImageGlobs, ImageRef};
 use crate::policy::{Finding, Subject};
+use crate::reference::{GlobError, ImageGlobs, ImageRef};
 use crate::timeutil::Instant;
 
 /// `exceptions[]`.
@@ -100,7 +100,12 @@ impl Exceptions {
         Ok(Self {
             entries: entries
                 .iter()
-                .map(|e| Ok((e.clone(), ImageGlobs::new(e.images.iter().map(String::as_str))?)))
+                .map(|e| {
+                    Ok((
+                        e.clone(),
+                        ImageGlobs::new(e.images.iter().map(String::as_str))?,
+                    ))
+                })
                 .collect::<Result<_, GlobError>>()?,
         })
     }
@@ -136,7 +141,12 @@ impl Exceptions {
         (standing, waived)
     }
 
-    fn waiver_for(&self, finding: &Finding, namespace: &str, now: OffsetDateTime) -> Option<&Exception> {
+    fn waiver_for(
+        &self,
+        finding: &Finding,
+        namespace: &str,
+        now: OffsetDateTime,
+    ) -> Option<&Exception> {
         if UNWAIVABLE.contains(&finding.rule.as_str()) {
             return None;
         }
@@ -231,8 +241,11 @@ mod tests {
     #[test]
     fn an_expired_exception_stops_applying_and_is_listed() {
         let exceptions = Exceptions::new(&[exception(LEGACY)]).unwrap_or_default();
-        let (standing, waived) =
-            exceptions.apply(vec![finding("no-latest-tag", "nginx:latest")], "shop", at("2026-12-31"));
+        let (standing, waived) = exceptions.apply(
+            vec![finding("no-latest-tag", "nginx:latest")],
+            "shop",
+            at("2026-12-31"),
+        );
         assert!(waived.is_empty());
         assert_eq!(standing.len(), 1);
         assert_eq!(exceptions.expired(at("2027-01-01")).len(), 1);
@@ -246,7 +259,10 @@ mod tests {
         );
         let exceptions = Exceptions::new(&[wildcard]).unwrap_or_default();
         let (standing, waived) = exceptions.apply(
-            vec![finding("image-reference", "x"), finding("privileged", "nginx")],
+            vec![
+                finding("image-reference", "x"),
+                finding("privileged", "nginx"),
+            ],
             "shop",
             at("2026-11-25"),
         );
@@ -257,7 +273,9 @@ mod tests {
 
     #[test]
     fn validation_names_every_missing_part() {
-        let empty = exception("name: \"\"\nrules: []\nreason: \"\"\nowner: \"\"\nexpires: \"2030-01-01\"\n");
+        let empty = exception(
+            "name: \"\"\nrules: []\nreason: \"\"\nowner: \"\"\nexpires: \"2030-01-01\"\n",
+        );
         let mut problems = Vec::new();
         empty.validate("exceptions[0]", &mut problems);
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();

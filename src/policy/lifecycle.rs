@@ -33,7 +33,12 @@ impl DeprecatedImagesRule {
         Ok(Self {
             entries: entries
                 .iter()
-                .map(|e| Ok((e.clone(), ImageGlobs::new(e.images.iter().map(String::as_str))?)))
+                .map(|e| {
+                    Ok((
+                        e.clone(),
+                        ImageGlobs::new(e.images.iter().map(String::as_str))?,
+                    ))
+                })
                 .collect::<Result<_, GlobError>>()?,
             mode_after_sunset,
         })

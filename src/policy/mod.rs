@@ -70,7 +70,9 @@ pub enum ScanState {
     /// The digest is unknown (tag not resolved), so no report can be matched.
     NoDigest,
     /// No source has a report for this digest.
-    Missing { digest: String },
+    Missing {
+        digest: String,
+    },
     Found(Arc<ScanReport>),
 }
 

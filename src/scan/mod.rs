@@ -104,7 +104,11 @@ impl ScanReport {
             medium: count(Severity::Medium),
             low: count(Severity::Low),
             unknown: count(Severity::Unknown),
-            fixable: self.vulnerabilities.iter().filter(|v| v.is_fixable()).count(),
+            fixable: self
+                .vulnerabilities
+                .iter()
+                .filter(|v| v.is_fixable())
+                .count(),
         }
     }
 }
@@ -183,7 +187,8 @@ mod tests {
     fn report(at: i64, source: &str) -> Arc<ScanReport> {
         Arc::new(ScanReport {
             digest: "sha256:aa".into(),
-            scanned_at: OffsetDateTime::from_unix_timestamp(at).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            scanned_at: OffsetDateTime::from_unix_timestamp(at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             source: source.into(),
             vulnerabilities: Vec::new(),
         })
@@ -193,9 +198,14 @@ mod tests {
     fn the_newest_report_wins_whatever_the_source_order() {
         let old = Arc::new(One(report(1_000, "old")));
         let new = Arc::new(One(report(2_000, "new")));
-        for sources in [vec![old.clone(), new.clone()], vec![new.clone(), old.clone()]] {
-            let sources: Vec<Arc<dyn ScanSource>> =
-                sources.into_iter().map(|s| s as Arc<dyn ScanSource>).collect();
+        for sources in [
+            vec![old.clone(), new.clone()],
+            vec![new.clone(), old.clone()],
+        ] {
+            let sources: Vec<Arc<dyn ScanSource>> = sources
+                .into_iter()
+                .map(|s| s as Arc<dyn ScanSource>)
+                .collect();
             let found = NewestOf(sources).lookup("sha256:aa");
             assert_eq!(found.map(|r| r.source.clone()), Some("new".into()));
         }

@@ -25,7 +25,9 @@ pub enum TrivyError {
     Format { path: PathBuf, message: String },
     #[error("{path}: SchemaVersion {found} is not supported (expected 2)")]
     Schema { path: PathBuf, found: i64 },
-    #[error("{path}: no Metadata.RepoDigests, so the report cannot be matched to an image digest (scan the image from a registry, not a tarball)")]
+    #[error(
+        "{path}: no Metadata.RepoDigests, so the report cannot be matched to an image digest (scan the image from a registry, not a tarball)"
+    )]
     NoDigest { path: PathBuf },
     #[error("{path}: no CreatedAt; report time unknown (use Trivy 0.48 or later)")]
     NoTime { path: PathBuf },
@@ -206,7 +208,9 @@ impl TrivyDirectory {
     }
 
     /// Reloads whenever the directory changes, until the returned task is aborted.
-    pub fn watch(self: &Arc<Self>) -> Result<tokio::task::JoinHandle<()>, crate::watch::WatchError> {
+    pub fn watch(
+        self: &Arc<Self>,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::watch::WatchError> {
         // FileChanges watches the parent of each file it is given: name a file inside.
         let mut changes = FileChanges::watch([self.directory.join("report.json").as_path()])?;
         let source = self.clone();
