@@ -18,8 +18,9 @@ use crate::engine::{Engine, EngineBuilder, EngineError};
 use crate::evidence::{EvidenceSource, NoRegistry};
 use crate::manifests::{self, ManifestError, ManifestObject};
 use crate::policy::Subject;
+use crate::scan::operator::OperatorReports;
 use crate::scan::trivy::{TrivyDirectory, TrivyError};
-use crate::scan::{NoScans, ScanSettings, ScanSource};
+use crate::scan::{NewestOf, NoScans, ScanSettings, ScanSource};
 use crate::server::{self, ServeError, ServeOptions, TlsSource};
 
 /// portcullis: a Kubernetes validating admission webhook that lets only trusted images run.
@@ -166,6 +167,8 @@ pub enum CliError {
     Watch(#[from] crate::watch::WatchError),
     #[error("internal lock poisoned")]
     Poisoned,
+    #[error("scans.trivyOperator needs access to the Kubernetes API: {0}")]
+    Cluster(String),
 }
 
 impl CliError {
@@ -177,7 +180,8 @@ impl CliError {
             | CliError::NotAReview(_)
             | CliError::Manifest(_)
             | CliError::Input { .. }
-            | CliError::Scans(_) => 2,
+            | CliError::Scans(_)
+            | CliError::Cluster(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -205,12 +209,41 @@ fn evidence_source() -> Arc<dyn EvidenceSource> {
 
 /// The I/O parts an engine needs (evidence and scan sources), kept across configuration
 /// reloads so caches and indexes survive when the configuration names the same sources.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Components {
     /// The Trivy report directory in use, its index, and its watch task (serve only).
     trivy: Mutex<Option<TrivyInUse>>,
     /// Watch sources for changes (serve) or read them once (check, review, validate).
     watch: bool,
+    /// Cluster access for in-cluster sources (serve only), or why there is none.
+    cluster: Option<Result<kube::Client, String>>,
+    /// Trivy Operator reports and their watch task, while the configuration enables them.
+    operator: Mutex<Option<OperatorInUse>>,
+}
+
+impl std::fmt::Debug for Components {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Components")
+            .field("trivy", &self.trivy)
+            .field("watch", &self.watch)
+            .field(
+                "cluster",
+                &self.cluster.as_ref().map(|c| c.as_ref().map(|_| "client")),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct OperatorInUse {
+    reports: Arc<OperatorReports>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OperatorInUse {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 #[derive(Debug)]
@@ -233,6 +266,18 @@ impl Components {
         Arc::new(Self {
             trivy: Mutex::new(None),
             watch,
+            cluster: None,
+            operator: Mutex::new(None),
+        })
+    }
+
+    /// Components for `serve`: sources are watched, and cluster sources use `cluster`.
+    pub fn serving(cluster: Result<kube::Client, String>) -> Arc<Self> {
+        Arc::new(Self {
+            trivy: Mutex::new(None),
+            watch: true,
+            cluster: Some(cluster),
+            operator: Mutex::new(None),
         })
     }
 
@@ -243,13 +288,64 @@ impl Components {
     }
 
     fn scan_source(&self, settings: &ScanSettings) -> Result<Arc<dyn ScanSource>, CliError> {
+        let mut sources: Vec<Arc<dyn ScanSource>> = Vec::new();
+        if let Some(trivy) = self.trivy_source(settings)? {
+            sources.push(trivy);
+        }
+        if let Some(operator) = self.operator_source(settings)? {
+            sources.push(operator);
+        }
+        Ok(match sources.len() {
+            0 => Arc::new(NoScans),
+            1 => sources.remove(0),
+            _ => Arc::new(NewestOf(sources)),
+        })
+    }
+
+    fn operator_source(
+        &self,
+        settings: &ScanSettings,
+    ) -> Result<Option<Arc<dyn ScanSource>>, CliError> {
+        let mut operator = self.operator.lock().map_err(|_| CliError::Poisoned)?;
+        if !settings.trivy_operator.as_ref().is_some_and(|o| o.enabled) {
+            *operator = None;
+            return Ok(None);
+        }
+        if let Some(in_use) = operator.as_ref() {
+            return Ok(Some(in_use.reports.clone()));
+        }
+        match &self.cluster {
+            // check, review, validate: no cluster; those images get the missing-scan outcome.
+            None => {
+                tracing::warn!(
+                    "scans.trivyOperator is only read by `serve`; judging without those reports"
+                );
+                Ok(None)
+            }
+            Some(Err(why)) => Err(CliError::Cluster(why.clone())),
+            Some(Ok(client)) => {
+                let reports = OperatorReports::new();
+                let watcher = reports.watch(client.clone());
+                *operator = Some(OperatorInUse {
+                    reports: reports.clone(),
+                    watcher,
+                });
+                Ok(Some(reports))
+            }
+        }
+    }
+
+    fn trivy_source(
+        &self,
+        settings: &ScanSettings,
+    ) -> Result<Option<Arc<dyn ScanSource>>, CliError> {
         let mut trivy = self.trivy.lock().map_err(|_| CliError::Poisoned)?;
         let Some(wanted) = &settings.trivy_reports else {
             *trivy = None;
-            return Ok(Arc::new(NoScans));
+            return Ok(None);
         };
         if let Some(in_use) = trivy.as_ref().filter(|t| t.directory == wanted.directory) {
-            return Ok(in_use.source.clone());
+            return Ok(Some(in_use.source.clone()));
         }
         let (source, problems) = TrivyDirectory::open(wanted.directory.clone())?;
         for problem in problems {
@@ -265,7 +361,7 @@ impl Components {
             source: source.clone(),
             watcher,
         });
-        Ok(source)
+        Ok(Some(source))
     }
 
     /// The builder the server calls on every configuration reload.
@@ -282,7 +378,12 @@ fn engine_for(config: Option<&Path>) -> Result<Engine, CliError> {
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     // Configuration first: a bad one exits 2 before any port is bound.
-    let components = Components::new(true);
+    // Cluster access is optional: only in-cluster sources (scans.trivyOperator) need it, and a
+    // configuration that enables them without access is refused with this reason.
+    let cluster = kube::Client::try_default()
+        .await
+        .map_err(|err| err.to_string());
+    let components = Components::serving(cluster);
     let engine = components.engine(LoadedConfig::from_optional_file(
         args.config.config.as_deref(),
     )?)?;

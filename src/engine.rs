@@ -281,11 +281,14 @@ impl Engine {
                 .and_then(|e| e.as_ref().ok())
                 .and_then(|e| e.digest.clone());
             let digest = resolved.or_else(|| image.digest().map(str::to_owned));
-            entry.scan = match digest {
-                None => ScanState::NoDigest,
-                Some(digest) => match self.scans.lookup(&digest) {
-                    Some(report) => ScanState::Found(report),
-                    None => ScanState::Missing { digest },
+            let by_digest = digest.as_deref().and_then(|d| self.scans.lookup(d));
+            // A report that names no digest is only a fallback (the tag may have moved).
+            entry.scan = match (by_digest, digest) {
+                (Some(report), _) => ScanState::Found(report),
+                (None, digest) => match (self.scans.lookup_by_tag(image), digest) {
+                    (Some(report), _) => ScanState::Found(report),
+                    (None, Some(digest)) => ScanState::Missing { digest },
+                    (None, None) => ScanState::NoDigest,
                 },
             };
         }

@@ -5,6 +5,7 @@
 //! exist (Trivy JSON reports in a watched directory today). Each source indexes its reports by
 //! digest in memory, so a lookup on the request path is a hash-map read.
 
+pub mod operator;
 pub mod trivy;
 
 use std::collections::HashMap;
@@ -131,6 +132,12 @@ pub struct ScanSummary {
 /// Looks up the latest known scan of a digest. Lookups are in-memory and cheap.
 pub trait ScanSource: Send + Sync + Debug {
     fn lookup(&self, digest: &str) -> Option<Arc<ScanReport>>;
+
+    /// A report that names no digest, only the image's tag: a weaker fallback, used only when
+    /// no report names the digest (see `docs/scans.md`).
+    fn lookup_by_tag(&self, _image: &crate::reference::ImageRef) -> Option<Arc<ScanReport>> {
+        None
+    }
 }
 
 /// No scans configured.
@@ -154,6 +161,13 @@ impl ScanSource for NewestOf {
             .filter_map(|source| source.lookup(digest))
             .max_by_key(|report| report.scanned_at)
     }
+
+    fn lookup_by_tag(&self, image: &crate::reference::ImageRef) -> Option<Arc<ScanReport>> {
+        self.0
+            .iter()
+            .filter_map(|source| source.lookup_by_tag(image))
+            .max_by_key(|report| report.scanned_at)
+    }
 }
 
 /// `scans:` in the configuration: where reports come from.
@@ -162,6 +176,15 @@ impl ScanSource for NewestOf {
 pub struct ScanSettings {
     #[serde(default)]
     pub trivy_reports: Option<TrivyReportSettings>,
+    /// Trivy Operator VulnerabilityReports watched in the cluster (`serve` only).
+    #[serde(default)]
+    pub trivy_operator: Option<TrivyOperatorSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrivyOperatorSettings {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
