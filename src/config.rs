@@ -181,6 +181,26 @@ pub struct ImagePolicy {
     /// Vulnerability rules judged on cached scan reports.
     #[serde(default)]
     pub vulnerabilities: Option<crate::policy::vulnerability::VulnerabilityPolicy>,
+    /// An image built longer ago than this is a finding (build time from verified SLSA
+    /// provenance, else the image config's `created`).
+    #[serde(default)]
+    pub max_image_age: Option<crate::timeutil::HumanDuration>,
+    /// Judge whether the base image the image declares has moved since the build.
+    #[serde(default)]
+    pub base_image_freshness: Option<BaseImageFreshness>,
+}
+
+/// `imagePolicies[].baseImageFreshness`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BaseImageFreshness {
+    /// Default `warn`: a moved base is a reason to rebuild soon, rarely to stop a rollout.
+    #[serde(default = "warn_mode")]
+    pub mode: Mode,
+}
+
+fn warn_mode() -> Mode {
+    Mode::Warn
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -208,6 +208,7 @@ impl Engine {
                 reference: ImageRef::parse(&c.image),
                 evidence: None,
                 scan: ScanState::NotRequested,
+                lifecycle: Default::default(),
             })
             .collect();
         let errors = match tokio::time::timeout_at(deadline, self.gather(&mut images)).await {

@@ -74,6 +74,21 @@ pub fn from_config(config: &Config) -> Result<Vec<Box<dyn Policy>>, GlobError> {
         }));
     }
     for policy in &config.image_policies {
+        let globs = || ImageGlobs::new(policy.images.iter().map(String::as_str));
+        if let Some(max_age) = policy.max_image_age {
+            policies.push(Box::new(super::lifecycle::ImageAgeRule::new(
+                &policy.name,
+                globs()?,
+                max_age,
+                policy.mode.unwrap_or(default),
+            )));
+        }
+        if let Some(freshness) = &policy.base_image_freshness {
+            policies.push(Box::new(super::lifecycle::BaseImageRule::new(
+                globs()?,
+                freshness.mode,
+            )));
+        }
         if let Some(vulnerabilities) = &policy.vulnerabilities {
             policies.push(Box::new(super::vulnerability::VulnerabilityRule::new(
                 policy,

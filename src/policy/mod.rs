@@ -59,6 +59,8 @@ pub struct ImageEntry {
     pub evidence: Option<Result<ImageEvidence, EvidenceError>>,
     /// The cached scan of the image's digest, when an image policy judges vulnerabilities.
     pub scan: ScanState,
+    /// Build time and base image state, when an image policy judges the image's lifecycle.
+    pub lifecycle: lifecycle::LifecycleFacts,
 }
 
 /// What is known about an image's vulnerability scan.

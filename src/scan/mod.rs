@@ -5,6 +5,7 @@
 //! exist (Trivy JSON reports in a watched directory today). Each source indexes its reports by
 //! digest in memory, so a lookup on the request path is a hash-map read.
 
+pub mod attestation;
 pub mod operator;
 pub mod trivy;
 

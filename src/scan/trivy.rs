@@ -109,8 +109,22 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<ScanReport>, TrivyError> {
             path: path.to_owned(),
         });
     }
-    let vulnerabilities: Vec<Vulnerability> = report
-        .results
+    let vulnerabilities = flatten(report.results);
+    let source = format!("trivy report {} ({})", path.display(), report.artifact_name);
+    Ok(digests
+        .into_iter()
+        .map(|digest| ScanReport {
+            digest,
+            scanned_at,
+            source: source.clone(),
+            vulnerabilities: vulnerabilities.clone(),
+        })
+        .collect())
+}
+
+/// One `Vulnerability` per entry of every result, remembering the result's target.
+fn flatten(results: Vec<ReportResult>) -> Vec<Vulnerability> {
+    results
         .into_iter()
         .flat_map(|result| {
             let target = result.target;
@@ -128,17 +142,25 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<ScanReport>, TrivyError> {
                     title: v.title,
                 })
         })
-        .collect();
-    let source = format!("trivy report {} ({})", path.display(), report.artifact_name);
-    Ok(digests
-        .into_iter()
-        .map(|digest| ScanReport {
-            digest,
-            scanned_at,
-            source: source.clone(),
-            vulnerabilities: vulnerabilities.clone(),
-        })
-        .collect())
+        .collect()
+}
+
+/// The vulnerabilities and `CreatedAt` of a Trivy JSON report embedded in another document
+/// (the `scanner.result` of a Cosign vulnerability attestation). The digest is not read from
+/// it: the caller knows which digest the signed statement is about.
+pub(super) fn embedded_report(
+    value: &serde_json::Value,
+) -> Result<(Option<OffsetDateTime>, Vec<Vulnerability>), String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Embedded {
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        created_at: Option<OffsetDateTime>,
+        #[serde(default)]
+        results: Vec<ReportResult>,
+    }
+    let embedded = Embedded::deserialize(value).map_err(|err| err.to_string())?;
+    Ok((embedded.created_at, flatten(embedded.results)))
 }
 
 /// The reports of one directory, indexed by digest (the newest per digest).
