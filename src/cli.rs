@@ -1,4 +1,5 @@
-//! The `portcullis` commands (clap derive): `serve`, `review`, `check` and `config validate`.
+//! The `portcullis` commands (clap derive): `serve`, `review`, `check`, `audit` and
+//! `config validate`.
 //! `main.rs` parses the arguments, starts tracing and calls [`run`].
 
 use std::io::{Read, Write};
@@ -54,6 +55,11 @@ pub enum Command {
     /// requests with the webhook's engine. Exit codes: 0 all admitted (warnings allowed),
     /// 1 something denied, 2 error (unreadable file, bad YAML, bad configuration).
     Check(CheckArgs),
+    /// Judge what already runs as if it were admitted now: every pod of the live cluster
+    /// (kubeconfig or in-cluster service account; needs `list` on pods) or of a
+    /// `kubectl get pods -A -o json` dump. Replicas of one controller are judged once.
+    /// Nothing is changed. Exit codes as `check`: 0 all admitted, 1 something denied, 2 error.
+    Audit(AuditArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -116,6 +122,19 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// A `kubectl get pods -A -o json` dump (YAML or JSON; `-` reads stdin) instead of the
+    /// live cluster.
+    #[arg(long)]
+    pub from_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
@@ -169,6 +188,10 @@ pub enum CliError {
     Poisoned,
     #[error("scans.trivyOperator needs access to the Kubernetes API: {0}")]
     Cluster(String),
+    #[error(
+        "{0} (or audit a dump: kubectl get pods -A -o json > pods.json; portcullis audit --from-file pods.json)"
+    )]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl CliError {
@@ -181,7 +204,8 @@ impl CliError {
             | CliError::Manifest(_)
             | CliError::Input { .. }
             | CliError::Scans(_)
-            | CliError::Cluster(_) => 2,
+            | CliError::Cluster(_)
+            | CliError::Audit(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -197,6 +221,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => serve(args).await,
         Command::Review(args) => review(args).await,
         Command::Check(args) => check(args).await,
+        Command::Audit(args) => audit(args).await,
         Command::Config(ConfigCommand::Validate { file }) => validate(file.as_deref()),
     }
 }
@@ -478,11 +503,55 @@ async fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
     for file in &args.files {
         objects.extend(manifests::read_file(file)?);
     }
+    let results = judge_objects(&engine, &objects, "portcullis-check").await?;
+    print_results(args.output, &results)
+}
+
+async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
+    let engine = engine_for(args.config.config.as_deref())?;
+    let objects = match &args.from_file {
+        Some(path) => crate::audit::read_dump(path)?,
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|err| crate::audit::AuditError::List(err.to_string()))?;
+            crate::audit::read_cluster(&crate::audit::ClusterPods::new(client)).await?
+        }
+    };
+    let targets = crate::audit::group_by_controller(objects);
+    let objects: Vec<ManifestObject> = targets.iter().map(|t| t.object.clone()).collect();
+    let mut results = judge_objects(&engine, &objects, "portcullis-audit").await?;
+    for (result, target) in results.iter_mut().zip(&targets) {
+        result.object.clone_from(&target.label);
+    }
+    let pods: usize = targets.iter().map(|t| t.count).sum();
+    let skipped = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Skipped)
+        .count();
+    let denied = results.iter().filter(|r| !r.allowed).count();
+    // Excluded namespaces (kube-system ...) are never judged: keep them out of the table.
+    results.retain(|r| r.outcome != Outcome::Skipped);
+    eprintln!(
+        "audited {pods} pod(s) as {} object(s): {denied} would be denied, {skipped} not judged \
+         (excluded namespaces or kinds); configuration {}",
+        targets.len(),
+        engine.identity()
+    );
+    print_results(args.output, &results)
+}
+
+/// Judges each object as the CREATE request the API server would send (dry run).
+async fn judge_objects(
+    engine: &Engine,
+    objects: &[ManifestObject],
+    uid_prefix: &str,
+) -> Result<Vec<CheckResult>, CliError> {
     let mut results = Vec::new();
     for (index, object) in objects.iter().enumerate() {
-        let review = object.as_admission_review(&format!("portcullis-check-{index}"));
+        let review = object.as_admission_review(&format!("{uid_prefix}-{index}"));
         let body = serde_json::to_vec(&review).map_err(|err| CliError::Output(err.into()))?;
-        let verdict: Verdict = match admission::handle(&engine, &body, None).await {
+        let verdict: Verdict = match admission::handle(engine, &body, None).await {
             Ok((_, verdict)) => verdict,
             Err(err) => {
                 return Err(CliError::Manifest(ManifestError::NotAnObject {
@@ -502,14 +571,19 @@ async fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
             findings: verdict.findings,
         });
     }
+    Ok(results)
+}
+
+/// Prints the results as a table or JSON; exit code 1 when something was denied.
+fn print_results(output: OutputFormat, results: &[CheckResult]) -> Result<ExitCode, CliError> {
     let mut out = std::io::stdout().lock();
-    match args.output {
+    match output {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &results)
+            serde_json::to_writer_pretty(&mut out, results)
                 .map_err(|err| CliError::Output(err.into()))?;
             writeln!(out).map_err(CliError::Output)?;
         }
-        OutputFormat::Table => write_table(&mut out, &results).map_err(CliError::Output)?,
+        OutputFormat::Table => write_table(&mut out, results).map_err(CliError::Output)?,
     }
     let denied = results.iter().any(|r| !r.allowed);
     Ok(if denied {

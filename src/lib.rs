@@ -5,6 +5,7 @@
 //! `evidence` sources and `cli`.
 
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -110,6 +110,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<ManifestObject>, ManifestEr
     Ok(objects)
 }
 
+/// The objects of one JSON value (a `List` is expanded); `origin` names it in messages.
+pub fn from_value(value: Value, origin: &str) -> Result<Vec<ManifestObject>, ManifestError> {
+    let mut objects = Vec::new();
+    collect(value, origin, 1, &mut objects)?;
+    Ok(objects)
+}
+
 fn collect(
     value: Value,
     origin: &str,

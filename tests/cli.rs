@@ -271,3 +271,79 @@ fn serve_runs_on_the_embedded_default_and_exits_0_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn audit_judges_a_pod_dump_once_per_controller_and_exits_1_when_something_would_be_denied() {
+    let output = run(&["audit", "--from-file", &data("cluster/pods.json")]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let table = stdout(&output);
+    assert!(
+        table.contains("Pod shop/web-7d4b9c-x2k9p (2 pods of ReplicaSet shop/web-7d4b9c)"),
+        "{table}"
+    );
+    assert!(!table.contains("web-7d4b9c-q8m2z"), "{table}");
+    let legacy: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("Pod shop/legacy"))
+        .collect();
+    assert!(
+        legacy.iter().any(|l| l.contains("no-latest-tag")),
+        "{table}"
+    );
+    assert!(
+        !table.contains("coredns"),
+        "excluded namespace listed: {table}"
+    );
+    assert!(
+        stderr(&output)
+            .contains("audited 4 pod(s) as 3 object(s): 1 would be denied, 1 not judged"),
+        "{}",
+        stderr(&output)
+    );
+
+    let json = run(&[
+        "audit",
+        "-o",
+        "json",
+        "--from-file",
+        &data("cluster/pods.json"),
+    ]);
+    let results: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let allowed: Vec<bool> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["allowed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(allowed, [true, false]);
+}
+
+#[test]
+fn audit_in_audit_mode_reports_but_exits_0_and_bad_dumps_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("audit.yaml");
+    std::fs::write(
+        &config,
+        "mode: audit\ntrustedRegistries: [\"registry.k8s.io/**\", \"docker.io/library/**\"]\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "audit",
+        "--config",
+        config.to_str().unwrap(),
+        "--from-file",
+        &data("cluster/pods.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("audit: "), "{}", stdout(&output));
+
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"items\": [").unwrap();
+    let output = run(&["audit", "--from-file", broken.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("broken.json"),
+        "{}",
+        stderr(&output)
+    );
+}

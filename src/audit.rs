@@ -1,0 +1,200 @@
+//! `portcullis audit`: what already runs, judged as if it were admitted now — from the live
+//! cluster (through the narrow [`RunningPods`] seam) or from a `kubectl get pods -A -o json`
+//! dump. Replicas of one controller are judged once, since they share one pod template.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+
+use crate::manifests::{self, ManifestError, ManifestObject};
+
+/// Pods are listed in pages of this many, so a large cluster is never one huge response.
+const PAGE_SIZE: u32 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot list pods in the cluster: {0}")]
+    List(String),
+    #[error("cannot encode pod {name}: {message}")]
+    Encode { name: String, message: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// The boxed future [`RunningPods::list`] returns, so sources can be trait objects.
+pub type PodsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Value>, AuditError>> + Send + 'a>>;
+
+/// Lists the pods that run now, as JSON objects with `apiVersion` and `kind`.
+pub trait RunningPods: Send + Sync {
+    fn list(&self) -> PodsFuture<'_>;
+}
+
+/// Every pod of every namespace, through the Kubernetes API (`list` on `pods`).
+pub struct ClusterPods {
+    client: kube::Client,
+}
+
+impl ClusterPods {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl RunningPods for ClusterPods {
+    fn list(&self) -> PodsFuture<'_> {
+        Box::pin(async move {
+            let api: Api<Pod> = Api::all(self.client.clone());
+            let mut pods = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut params = ListParams::default().limit(PAGE_SIZE);
+                if let Some(token) = &token {
+                    params = params.continue_token(token);
+                }
+                let page = api
+                    .list(&params)
+                    .await
+                    .map_err(|err| AuditError::List(err.to_string()))?;
+                for pod in page.items {
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let mut value =
+                        serde_json::to_value(&pod).map_err(|err| AuditError::Encode {
+                            name,
+                            message: err.to_string(),
+                        })?;
+                    // List items carry no type; the engine needs it to find the pod spec.
+                    if let Value::Object(map) = &mut value {
+                        map.insert("apiVersion".into(), "v1".into());
+                        map.insert("kind".into(), "Pod".into());
+                    }
+                    pods.push(value);
+                }
+                token = page.metadata.continue_.filter(|t| !t.is_empty());
+                if token.is_none() {
+                    return Ok(pods);
+                }
+            }
+        })
+    }
+}
+
+/// One object to judge, standing for `count` running pods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditTarget {
+    pub object: ManifestObject,
+    /// `Pod shop/web-5b7d-x2 (3 pods of ReplicaSet shop/web-5b7d)`, for tables.
+    pub label: String,
+    pub count: usize,
+}
+
+/// Groups pods by their controlling owner (all replicas of one ReplicaSet, DaemonSet, Job ...
+/// share a template), keeping the first pod of each group; pods without a controller stay
+/// alone. Objects that are not pods (a dump of other kinds) are judged one by one.
+pub fn group_by_controller(objects: Vec<ManifestObject>) -> Vec<AuditTarget> {
+    let mut groups: BTreeMap<(String, String, String), AuditTarget> = BTreeMap::new();
+    let mut alone = Vec::new();
+    for object in objects {
+        let controller = (object.kind == "Pod")
+            .then(|| controller_of(&object.object))
+            .flatten();
+        match controller {
+            Some((kind, name)) => {
+                let key = (object.namespace.clone(), kind, name);
+                groups
+                    .entry(key)
+                    .and_modify(|target| target.count += 1)
+                    .or_insert_with(|| AuditTarget {
+                        label: String::new(),
+                        object,
+                        count: 1,
+                    });
+            }
+            None => alone.push(AuditTarget {
+                label: object.display(),
+                object,
+                count: 1,
+            }),
+        }
+    }
+    let mut targets: Vec<AuditTarget> = groups
+        .into_iter()
+        .map(|((namespace, kind, name), mut target)| {
+            let pods = if target.count == 1 { "pod" } else { "pods" };
+            target.label = format!(
+                "{} ({} {pods} of {kind} {namespace}/{name})",
+                target.object.display(),
+                target.count
+            );
+            target
+        })
+        .collect();
+    targets.extend(alone);
+    targets
+}
+
+fn controller_of(pod: &Value) -> Option<(String, String)> {
+    pod.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|owner| owner.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|owner| {
+            Some((
+                owner.get("kind")?.as_str()?.to_owned(),
+                owner.get("name")?.as_str()?.to_owned(),
+            ))
+        })
+}
+
+/// The pods (or other objects) of a dump file (`kubectl get pods -A -o json`, YAML or JSON,
+/// `List` kinds expanded).
+pub fn read_dump(path: &std::path::Path) -> Result<Vec<ManifestObject>, AuditError> {
+    Ok(manifests::read_file(path)?)
+}
+
+/// The pods a cluster runs now, as objects to judge.
+pub async fn read_cluster(pods: &dyn RunningPods) -> Result<Vec<ManifestObject>, AuditError> {
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods.list().await?});
+    Ok(manifests::from_value(list, "cluster")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, owner: Option<(&str, &str)>) -> Value {
+        let owners: Vec<Value> = owner
+            .map(|(kind, name)| json!({"kind": kind, "name": name, "controller": true, "apiVersion": "apps/v1", "uid": "u"}))
+            .into_iter()
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "shop", "ownerReferences": owners},
+               "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}})
+    }
+
+    #[test]
+    fn replicas_of_one_controller_are_judged_once() {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+            pod("web-1", Some(("ReplicaSet", "web-5b"))),
+            pod("web-2", Some(("ReplicaSet", "web-5b"))),
+            pod("lonely", None),
+            pod("db-0", Some(("StatefulSet", "db"))),
+        ]});
+        let objects = manifests::from_value(list, "dump.json").unwrap();
+        let targets = group_by_controller(objects);
+        let labels: Vec<&str> = targets.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "Pod shop/web-1 (2 pods of ReplicaSet shop/web-5b)",
+                "Pod shop/db-0 (1 pod of StatefulSet shop/db)",
+                "Pod shop/lonely",
+            ]
+        );
+        assert_eq!(targets[0].count, 2);
+    }
+}
