@@ -10,14 +10,21 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 
+use crate::decision::Outcome;
+use crate::engine::Engine;
 use crate::manifests::{self, ManifestError, ManifestObject};
+use crate::policy::Finding;
 
 /// Pods are listed in pages of this many, so a large cluster is never one huge response.
 const PAGE_SIZE: u32 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("cannot list pods in the cluster: {0}")]
+    #[error("{origin}: cannot be judged: {message}")]
+    Judge { origin: String, message: String },
+    #[error(
+        "cannot list pods in the cluster: {0} (or audit a dump: kubectl get pods -A -o json > pods.json; portcullis audit --from-file pods.json)"
+    )]
     List(String),
     #[error("cannot encode pod {name}: {message}")]
     Encode { name: String, message: String },
@@ -147,6 +154,54 @@ fn controller_of(pod: &Value) -> Option<(String, String)> {
                 owner.get("name")?.as_str()?.to_owned(),
             ))
         })
+}
+
+/// One judged object (`check -o json`, `audit -o json`, re-judging).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Judged {
+    pub origin: String,
+    /// `Kind namespace/name`, or an audit label naming the replicas it stands for.
+    pub object: String,
+    pub allowed: bool,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub warnings: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+/// Judges each object as the CREATE request the API server would send for it (a dry run:
+/// nothing is changed, and the verdict is the one the webhook would give now).
+pub async fn judge_objects(
+    engine: &Engine,
+    objects: &[ManifestObject],
+    uid_prefix: &str,
+) -> Result<Vec<Judged>, AuditError> {
+    let mut results = Vec::with_capacity(objects.len());
+    for (index, object) in objects.iter().enumerate() {
+        let review = object.as_admission_review(&format!("{uid_prefix}-{index}"));
+        let body = serde_json::to_vec(&review).map_err(|err| AuditError::Judge {
+            origin: object.origin.clone(),
+            message: err.to_string(),
+        })?;
+        let (_, verdict) = crate::admission::handle(engine, &body, None)
+            .await
+            .map_err(|err| AuditError::Judge {
+                origin: object.origin.clone(),
+                message: err.to_string(),
+            })?;
+        results.push(Judged {
+            origin: object.origin.clone(),
+            object: object.display(),
+            allowed: verdict.allowed,
+            outcome: verdict.outcome,
+            message: verdict.message,
+            warnings: verdict.warnings,
+            findings: verdict.findings,
+        });
+    }
+    Ok(results)
 }
 
 /// The pods (or other objects) of a dump file (`kubectl get pods -A -o json`, YAML or JSON,

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Serialize;
 
 use crate::admission;
+use crate::audit::Judged;
 use crate::config::{ConfigError, LoadedConfig};
-use crate::decision::{Outcome, Verdict};
+use crate::decision::Outcome;
 use crate::engine::{Engine, EngineBuilder, EngineError};
 use crate::evidence::{EvidenceSource, NoRegistry};
 use crate::manifests::{self, ManifestError, ManifestObject};
@@ -188,9 +188,9 @@ pub enum CliError {
     Poisoned,
     #[error("scans.trivyOperator needs access to the Kubernetes API: {0}")]
     Cluster(String),
-    #[error(
-        "{0} (or audit a dump: kubectl get pods -A -o json > pods.json; portcullis audit --from-file pods.json)"
-    )]
+    #[error("rejudge needs access to the Kubernetes API to list pods: {0}")]
+    RejudgeCluster(String),
+    #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
 }
 
@@ -205,7 +205,8 @@ impl CliError {
             | CliError::Input { .. }
             | CliError::Scans(_)
             | CliError::Cluster(_)
-            | CliError::Audit(_) => 2,
+            | CliError::Audit(_)
+            | CliError::RejudgeCluster(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -308,6 +309,11 @@ impl Components {
 
     /// An engine for `loaded`, with the sources it names.
     pub fn engine(&self, loaded: LoadedConfig) -> Result<Engine, CliError> {
+        if loaded.config.rejudge.is_some()
+            && let Some(Err(why)) = &self.cluster
+        {
+            return Err(CliError::RejudgeCluster(why.clone()));
+        }
         let scans = self.scan_source(&loaded.config.scans)?;
         Ok(Engine::new(loaded, evidence_source())?.with_scans(scans))
     }
@@ -390,6 +396,11 @@ impl Components {
     }
 
     /// The builder the server calls on every configuration reload.
+    /// The cluster client `serve` has, if any.
+    pub fn cluster_client(&self) -> Option<kube::Client> {
+        self.cluster.as_ref().and_then(|c| c.as_ref().ok()).cloned()
+    }
+
     pub fn builder(self: &Arc<Self>) -> EngineBuilder {
         let components = self.clone();
         Arc::new(move |loaded| components.engine(loaded).map_err(|err| err.to_string()))
@@ -436,7 +447,17 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
     };
     let running = server::start(webhook, probe, engine, components.builder(), options).await?;
+    // Re-judging reads `rejudge` from the configuration in force on every pass.
+    let rejudging = components.cluster_client().map(|client| {
+        crate::rejudge::spawn(
+            running.state.clone(),
+            Arc::new(crate::audit::ClusterPods::new(client)),
+        )
+    });
     shutdown_signal().await;
+    if let Some(task) = rejudging {
+        task.abort();
+    }
     tracing::info!("shutdown signal received");
     running.shutdown().await?;
     Ok(ExitCode::SUCCESS)
@@ -483,27 +504,13 @@ fn read_stdin() -> std::io::Result<Vec<u8>> {
     Ok(body)
 }
 
-/// One judged object, for `check -o json`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CheckResult {
-    origin: String,
-    object: String,
-    allowed: bool,
-    outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
-    warnings: Vec<String>,
-    findings: Vec<crate::policy::Finding>,
-}
-
 async fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
     let engine = engine_for(args.config.config.as_deref())?;
     let mut objects: Vec<ManifestObject> = Vec::new();
     for file in &args.files {
         objects.extend(manifests::read_file(file)?);
     }
-    let results = judge_objects(&engine, &objects, "portcullis-check").await?;
+    let results = crate::audit::judge_objects(&engine, &objects, "portcullis-check").await?;
     print_results(args.output, &results)
 }
 
@@ -520,7 +527,7 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
     };
     let targets = crate::audit::group_by_controller(objects);
     let objects: Vec<ManifestObject> = targets.iter().map(|t| t.object.clone()).collect();
-    let mut results = judge_objects(&engine, &objects, "portcullis-audit").await?;
+    let mut results = crate::audit::judge_objects(&engine, &objects, "portcullis-audit").await?;
     for (result, target) in results.iter_mut().zip(&targets) {
         result.object.clone_from(&target.label);
     }
@@ -541,41 +548,8 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
     print_results(args.output, &results)
 }
 
-/// Judges each object as the CREATE request the API server would send (dry run).
-async fn judge_objects(
-    engine: &Engine,
-    objects: &[ManifestObject],
-    uid_prefix: &str,
-) -> Result<Vec<CheckResult>, CliError> {
-    let mut results = Vec::new();
-    for (index, object) in objects.iter().enumerate() {
-        let review = object.as_admission_review(&format!("{uid_prefix}-{index}"));
-        let body = serde_json::to_vec(&review).map_err(|err| CliError::Output(err.into()))?;
-        let verdict: Verdict = match admission::handle(engine, &body, None).await {
-            Ok((_, verdict)) => verdict,
-            Err(err) => {
-                return Err(CliError::Manifest(ManifestError::NotAnObject {
-                    origin: object.origin.clone(),
-                    document: 0,
-                    message: err.to_string(),
-                }));
-            }
-        };
-        results.push(CheckResult {
-            origin: object.origin.clone(),
-            object: object.display(),
-            allowed: verdict.allowed,
-            outcome: verdict.outcome,
-            message: verdict.message.clone(),
-            warnings: verdict.warnings.clone(),
-            findings: verdict.findings,
-        });
-    }
-    Ok(results)
-}
-
 /// Prints the results as a table or JSON; exit code 1 when something was denied.
-fn print_results(output: OutputFormat, results: &[CheckResult]) -> Result<ExitCode, CliError> {
+fn print_results(output: OutputFormat, results: &[Judged]) -> Result<ExitCode, CliError> {
     let mut out = std::io::stdout().lock();
     match output {
         OutputFormat::Json => {
@@ -593,7 +567,7 @@ fn print_results(output: OutputFormat, results: &[CheckResult]) -> Result<ExitCo
     })
 }
 
-fn write_table(out: &mut impl Write, results: &[CheckResult]) -> std::io::Result<()> {
+fn write_table(out: &mut impl Write, results: &[Judged]) -> std::io::Result<()> {
     let mut rows: Vec<[String; 6]> = vec![[
         "OBJECT".into(),
         "CONTAINER".into(),

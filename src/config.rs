@@ -102,6 +102,9 @@ pub struct Config {
     /// Where cached scan reports come from.
     #[serde(default)]
     pub scans: crate::scan::ScanSettings,
+    /// Re-judge the pods that run, periodically (`serve` only; needs `list` on pods).
+    #[serde(default)]
+    pub rejudge: Option<RejudgeSettings>,
     /// Images to move away from, with a sunset date.
     #[serde(default)]
     pub deprecated_images: Vec<crate::policy::lifecycle::DeprecatedImage>,
@@ -188,6 +191,14 @@ pub struct ImagePolicy {
     /// Judge whether the base image the image declares has moved since the build.
     #[serde(default)]
     pub base_image_freshness: Option<BaseImageFreshness>,
+}
+
+/// `rejudge`: how often `serve` judges the running pods again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RejudgeSettings {
+    /// At least one minute: each pass lists every pod of the cluster.
+    pub interval: crate::timeutil::HumanDuration,
 }
 
 /// `imagePolicies[].baseImageFreshness`.
@@ -564,6 +575,17 @@ impl Config {
                 format!(
                     "{} does not exist or is not a directory",
                     trivy.directory.display()
+                ),
+            );
+        }
+        if let Some(rejudge) = &self.rejudge
+            && rejudge.interval.0 < std::time::Duration::from_secs(60)
+        {
+            problem(
+                "rejudge.interval".into(),
+                format!(
+                    "{} is too often: each pass lists every pod; use at least 1m",
+                    rejudge.interval
                 ),
             );
         }

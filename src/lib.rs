@@ -17,6 +17,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod policy;
 pub mod reference;
+pub mod rejudge;
 pub mod scan;
 pub mod server;
 pub mod timeutil;

@@ -34,6 +34,17 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IdentityLabels {
     pub identity: String,
 }
@@ -59,6 +70,9 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub config_identity: Family<IdentityLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub evidence_errors: Counter<u64, AtomicU64>,
+    pub running_workloads: Family<OutcomeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub running_findings: Family<RuleLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub rejudge_passes: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,8 +132,29 @@ impl Metrics {
             "Reviews whose evidence could not be gathered (onError applied)",
             evidence_errors.clone(),
         );
+        let running_workloads = Family::default();
+        registry.register(
+            "running_workloads",
+            "Running workloads (one per controller) by the outcome the last re-judging gave",
+            running_workloads.clone(),
+        );
+        let running_findings = Family::default();
+        registry.register(
+            "running_findings",
+            "Findings on running workloads at the last re-judging, by rule and mode",
+            running_findings.clone(),
+        );
+        let rejudge_passes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "rejudge_passes",
+            "Re-judging passes over the running pods, by result (ok, failed)",
+            rejudge_passes.clone(),
+        );
         Self {
             registry,
+            running_workloads,
+            running_findings,
+            rejudge_passes,
             reviews,
             review_seconds,
             in_flight,
@@ -129,6 +164,41 @@ impl Metrics {
             config_identity,
             evidence_errors,
         }
+    }
+
+    /// Publishes a re-judging pass; gauges of outcomes and rules that vanished are removed.
+    pub fn record_rejudge(&self, summary: &crate::rejudge::PassSummary) {
+        self.running_workloads.clear();
+        for (outcome, count) in &summary.by_outcome {
+            self.running_workloads
+                .get_or_create(&OutcomeLabels {
+                    outcome: (*outcome).to_owned(),
+                })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        self.running_findings.clear();
+        for ((rule, mode), count) in &summary.findings {
+            self.running_findings
+                .get_or_create(&RuleLabels {
+                    rule: rule.clone(),
+                    mode: (*mode).to_owned(),
+                })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        self.rejudge_passes
+            .get_or_create(&ResultLabels {
+                result: "ok".into(),
+            })
+            .inc();
+    }
+
+    /// A pass that could not list or judge the pods; the last results stay published.
+    pub fn record_rejudge_failure(&self) {
+        self.rejudge_passes
+            .get_or_create(&ResultLabels {
+                result: "failed".into(),
+            })
+            .inc();
     }
 
     /// Records one answered review.

@@ -1,0 +1,96 @@
+//! Re-judging what runs (`serve` with `rejudge.interval`): every interval, the pods of the
+//! cluster are judged again with the engine in force — so a new vulnerability report, an
+//! expired exception or a deprecated image's sunset shows up for workloads admitted long ago.
+//! Results go to metrics (`portcullis_running_workloads`, `portcullis_running_findings`) and
+//! logs; nothing in the cluster is changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{AuditError, RunningPods, group_by_controller, judge_objects, read_cluster};
+use crate::decision::Outcome;
+use crate::server::AppState;
+
+/// How often a disabled re-judging task looks again whether a reload enabled it.
+const IDLE_CHECK: Duration = Duration::from_secs(60);
+
+/// What one pass found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassSummary {
+    pub pods: usize,
+    /// Objects judged: one per controller (replicas share a template) or bare pod.
+    pub workloads: usize,
+    /// Workloads by outcome (`allowed`, `denied`, `warned`, ...).
+    pub by_outcome: HashMap<&'static str, usize>,
+    /// Findings by (rule, mode).
+    pub findings: HashMap<(String, &'static str), usize>,
+}
+
+/// Judges every running pod once with the engine in force, and publishes the result.
+pub async fn pass(state: &AppState, pods: &dyn RunningPods) -> Result<PassSummary, AuditError> {
+    let engine = state.engine();
+    let targets = group_by_controller(read_cluster(pods).await?);
+    let objects: Vec<_> = targets.iter().map(|t| t.object.clone()).collect();
+    let judged = judge_objects(&engine, &objects, "portcullis-rejudge").await?;
+    let mut summary = PassSummary {
+        pods: targets.iter().map(|t| t.count).sum(),
+        workloads: targets.len(),
+        ..PassSummary::default()
+    };
+    for (result, target) in judged.iter().zip(&targets) {
+        *summary
+            .by_outcome
+            .entry(result.outcome.as_str())
+            .or_default() += 1;
+        for finding in &result.findings {
+            *summary
+                .findings
+                .entry((finding.rule.clone(), finding.mode.as_str()))
+                .or_default() += 1;
+        }
+        if matches!(result.outcome, Outcome::Denied | Outcome::ErrorDenied) {
+            let rules: Vec<&str> = result.findings.iter().map(|f| f.rule.as_str()).collect();
+            tracing::warn!(
+                workload = %target.label,
+                rules = %rules.join(","),
+                message = result.message.as_deref().unwrap_or_default(),
+                "a running workload would be denied now"
+            );
+        }
+    }
+    state.metrics.record_rejudge(&summary);
+    Ok(summary)
+}
+
+/// Runs [`pass`] every `rejudge.interval` of the configuration in force (re-read after each
+/// pass, so a reload can enable, disable or retime it), until the task is aborted.
+pub fn spawn(state: Arc<AppState>, pods: Arc<dyn RunningPods>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Some(interval) = state
+                .engine()
+                .config()
+                .rejudge
+                .as_ref()
+                .map(|r| r.interval.0)
+            else {
+                tokio::time::sleep(IDLE_CHECK).await;
+                continue;
+            };
+            match pass(&state, pods.as_ref()).await {
+                Ok(summary) => tracing::info!(
+                    pods = summary.pods,
+                    workloads = summary.workloads,
+                    denied = summary.by_outcome.get("denied").copied().unwrap_or(0),
+                    "re-judged running workloads"
+                ),
+                Err(err) => {
+                    state.metrics.record_rejudge_failure();
+                    tracing::error!(error = %err, "cannot re-judge running workloads");
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    })
+}
