@@ -399,10 +399,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
         (tmp / "bundle.pem").write_bytes(base64.b64decode(hook["clientConfig"]["caBundle"]))
         subprocess.run([sys.executable, __file__, "extract", args.file, str(tmp / "cfg")], check=True, capture_output=True)
         port, probe = free_port(), free_port()
+        # The container's own arguments, with the mounted paths and listen addresses mapped here.
+        container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        mapping = {
+            "--config=": f"--config={tmp / 'cfg' / 'config.yaml'}",
+            "--tls-cert=": f"--tls-cert={tmp / 'tls.crt'}",
+            "--tls-key=": f"--tls-key={tmp / 'tls.key'}",
+            "--listen=": f"--listen=127.0.0.1:{port}",
+            "--probe-listen=": f"--probe-listen=127.0.0.1:{probe}",
+        }
+        argv = [next((v for k, v in mapping.items() if a.startswith(k)), a) for a in container["args"]]
         process = subprocess.Popen(
-            [binary, "serve", "--config", str(tmp / "cfg" / "config.yaml"), "--tls-cert", str(tmp / "tls.crt"),
-             "--tls-key", str(tmp / "tls.key"), "--listen", f"127.0.0.1:{port}", "--probe-listen", f"127.0.0.1:{probe}"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"),
+            [binary, *argv], stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"),
         )
         deadline = time.monotonic() + 30
         while True:
@@ -432,7 +440,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         review = json.loads(payload)
         uid = json.loads(body)["request"]["uid"]
         check(review["response"]["uid"] == uid, "the answer must echo the request uid")
-        print(f"serve: TLS to {host} verified with the rendered caBundle; allowed={review['response']['allowed']}")
+        print(f"serve: `portcullis {' '.join(argv[:1])} ...` with the Deployment's arguments; TLS to {host} verified with the rendered caBundle; allowed={review['response']['allowed']}")
     finally:
         if process is not None:
             process.terminate()
