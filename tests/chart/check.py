@@ -184,8 +184,11 @@ def cmd_webhook(args: argparse.Namespace) -> None:
         check(len(hook.get("matchConditions") or []) == args.match_conditions, f"{name}: expected {args.match_conditions} matchConditions")
     else:
         check("matchConditions" not in hook, f"{name}: unexpected matchConditions")
-    for helm_hook in ("helm.sh/hook", "helm.sh/resource-policy"):
-        check(helm_hook not in annotations, f"{name}: {helm_hook} would leave the webhook behind on uninstall")
+    # Uninstall must remove everything: no object of the chart is a hook or kept on uninstall.
+    for doc in docs:
+        doc_annotations = doc.get("metadata", {}).get("annotations") or {}
+        for helm_hook in ("helm.sh/hook", "helm.sh/resource-policy"):
+            check(helm_hook not in doc_annotations, f"{doc['kind']}/{doc['metadata']['name']}: {helm_hook} would survive helm uninstall")
     print(f"webhook {name}: {args.failure_policy}, {args.timeout}s, {len(covered)} resources, excludes {sorted(excluded)}")
 
 
