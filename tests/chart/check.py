@@ -271,7 +271,24 @@ def cmd_workload(args: argparse.Namespace) -> None:
     check(argv[0] == "serve", "the container runs `portcullis serve`")
     for flag in ("--config=", "--tls-cert=", "--tls-key=", "--listen=0.0.0.0:8443", "--probe-listen=0.0.0.0:8081"):
         check(any(a.startswith(flag) for a in argv), f"serve flag {flag} missing")
-    print(f"workload: {spec['replicas']} replicas, hardened pod, probes on 8081")
+    service_ports = {p["name"] for s in find(docs, "Service") for p in s["spec"]["ports"]}
+    for monitor in find(docs, "ServiceMonitor"):
+        for endpoint in monitor["spec"]["endpoints"]:
+            check(endpoint["port"] in service_ports, f"ServiceMonitor scrapes port {endpoint['port']!r}, not on the Service")
+    policies = find(docs, "NetworkPolicy")
+    if args.network_policy:
+        check(len(policies) == 1, "one NetworkPolicy expected")
+        if policies:
+            np = policies[0]["spec"]
+            check(set(np["policyTypes"]) == {"Ingress", "Egress"}, "NetworkPolicy must restrict ingress and egress")
+            ingress_ports = {p["port"] for rule in np["ingress"] for p in rule["ports"]}
+            check(ingress_ports == {"webhook", "probe"}, f"ingress ports {ingress_ports}")
+            egress_ports = {(p.get("protocol"), p["port"]) for rule in np["egress"] for p in rule["ports"]}
+            for needed in (("UDP", 53), ("TCP", 53), ("TCP", 443)):
+                check(needed in egress_ports, f"egress lacks {needed}")
+    else:
+        check(not policies, "NetworkPolicy rendered although disabled")
+    print(f"workload: {spec['replicas']} replicas, hardened pod, probes on 8081, NetworkPolicy {'on' if policies else 'off'}")
 
 
 # --- extract -------------------------------------------------------------------------------
@@ -507,6 +524,7 @@ def main() -> None:
     p.add_argument("file")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--no-pdb", dest="pdb", action="store_false")
+    p.add_argument("--no-network-policy", dest="network_policy", action="store_false")
     p = sub.add_parser("extract")
     p.add_argument("file")
     p.add_argument("dir")
