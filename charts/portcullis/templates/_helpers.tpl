@@ -1,0 +1,89 @@
+{{/* Names and labels. */}}
+{{- define "portcullis.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "portcullis.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "portcullis.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "portcullis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "portcullis.labels" -}}
+helm.sh/chart: {{ include "portcullis.chart" . }}
+{{ include "portcullis.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: admission-webhook
+app.kubernetes.io/part-of: portcullis
+{{- end }}
+
+{{- define "portcullis.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "portcullis.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "portcullis.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "portcullis.tlsSecretName" -}}
+{{- printf "%s-tls" (include "portcullis.fullname" .) }}
+{{- end }}
+
+{{/* Namespaces the webhook never sees: kube-system, the release namespace, and the extra ones. */}}
+{{- define "portcullis.excludedNamespaces" -}}
+{{- $ns := concat (list "kube-system" .Release.Namespace) (.Values.webhook.excludeNamespaces | default list) | uniq }}
+{{- toJson $ns }}
+{{- end }}
+
+{{/* Is the Trivy Operator scan source enabled in the configuration? ("true" or "") */}}
+{{- define "portcullis.trivyOperatorEnabled" -}}
+{{- $scans := (.Values.config | default dict).scans | default dict }}
+{{- $operator := $scans.trivyOperator | default dict }}
+{{- if $operator.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The configuration file: `.Values.config` as given, plus what the chart knows: every namespace the
+webhook excludes is also excluded in the configuration, and the policies ConfigMap is a Rego path.
+*/}}
+{{- define "portcullis.config" -}}
+{{- $config := deepCopy (.Values.config | default dict) }}
+{{- $exclude := $config.exclude | default dict }}
+{{- $namespaces := concat ($exclude.namespaces | default list) (include "portcullis.excludedNamespaces" . | fromJsonArray) | uniq }}
+{{- $_ := set $exclude "namespaces" $namespaces }}
+{{- $_ := set $config "exclude" $exclude }}
+{{- if .Values.policies }}
+{{- $policies := $config.policies | default dict }}
+{{- $rego := $policies.rego | default dict }}
+{{- $paths := append ($rego.paths | default list) "/etc/portcullis/policies" | uniq }}
+{{- $_ := set $rego "paths" $paths }}
+{{- $_ := set $policies "rego" $rego }}
+{{- $_ := set $config "policies" $policies }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
