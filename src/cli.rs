@@ -57,6 +57,21 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Policy commands.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run the table tests beside each policy (DIR/<name>/tests.yaml) and the Rego `test_`
+    /// rules of its modules. Exit codes: 0 all pass, 1 a case failed, 2 a policy or table
+    /// cannot be loaded.
+    Test {
+        /// A policy folder, or a folder of policy folders.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +184,8 @@ pub enum CliError {
     Poisoned,
     #[error("scans.trivyOperator needs access to the Kubernetes API: {0}")]
     Cluster(String),
+    #[error("policy test: {0}")]
+    PolicyTest(#[from] crate::policy::testing::TestError),
 }
 
 impl CliError {
@@ -181,7 +198,8 @@ impl CliError {
             | CliError::Manifest(_)
             | CliError::Input { .. }
             | CliError::Scans(_)
-            | CliError::Cluster(_) => 2,
+            | CliError::Cluster(_)
+            | CliError::PolicyTest(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -198,6 +216,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Review(args) => review(args).await,
         Command::Check(args) => check(args).await,
         Command::Config(ConfigCommand::Validate { file }) => validate(file.as_deref()),
+        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
     }
 }
 
@@ -588,15 +607,44 @@ fn write_table(out: &mut impl Write, results: &[CheckResult]) -> std::io::Result
     Ok(())
 }
 
+fn policy_test(dir: &Path) -> Result<ExitCode, CliError> {
+    let report = crate::policy::testing::run(dir)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.text.as_bytes())
+        .map_err(CliError::Output)?;
+    Ok(if report.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let loaded = LoadedConfig::from_optional_file(file)?;
     let engine = Components::new(false).engine(loaded)?;
     let config = engine.config();
-    let enabled_rules = crate::policy::builtin::from_config(config)
-        .map(|p| p.len())
-        .unwrap_or(0);
+    let enabled_rules = engine.policy_names().len();
     println!("valid: {}", engine.origin());
     println!("identity: {}", engine.identity());
+    if let Some(rego) = engine.rego() {
+        let syntaxes: Vec<String> = crate::policy::rego::describe(rego)
+            .into_iter()
+            .map(|(syntax, count)| format!("{count} {syntax}"))
+            .collect();
+        println!(
+            "rego: {} file(s) ({}), identity {}",
+            rego.files().len(),
+            syntaxes.join(", "),
+            rego.identity()
+        );
+        for package in rego.packages().iter().filter(|p| p.is_policy()) {
+            println!(
+                "rego policy: {} ({})",
+                package.name,
+                package.rules.join(", ")
+            );
+        }
+    }
     println!(
         "mode: {}, onError: {:?}, {} policies in force ({} image policies), {} trusted registry pattern(s)",
         config.mode.as_str(),

@@ -93,6 +93,8 @@ pub fn image(entry: &ImageEntry) -> Value {
                 .and_then(|e| e.digest.clone())
                 .or_else(|| image.digest().map(str::to_owned));
             out.insert("digest".into(), json!(digest));
+            // The digest written in the reference: what the kubelet pulls by.
+            out.insert("pinned".into(), json!(image.digest().is_some()));
         }
         Err(err) => {
             out.insert("image".into(), json!(err.written));
@@ -100,6 +102,7 @@ pub fn image(entry: &ImageEntry) -> Value {
                 out.insert(key.into(), Value::Null);
             }
             out.insert("tagWritten".into(), json!(false));
+            out.insert("pinned".into(), json!(false));
             out.insert("error".into(), json!(err.reason));
         }
     }
@@ -182,6 +185,7 @@ mod tests {
         assert_eq!(value["tag"], "latest");
         assert_eq!(value["tagWritten"], false);
         assert_eq!(value["digest"], Value::Null);
+        assert_eq!(value["pinned"], false);
         assert_eq!(value["signatures"]["state"], "notChecked");
         assert_eq!(value["scan"]["state"], "notRequested");
         assert_eq!(value["facts"], json!({}));
@@ -212,6 +216,10 @@ mod tests {
         }));
         let value = image(&e);
         assert_eq!(value["digest"], "sha256:abc");
+        assert_eq!(
+            value["pinned"], false,
+            "resolved by the registry, not written"
+        );
         assert_eq!(
             value["signatures"],
             json!({"state": "verified", "signers": ["team.pub"]})

@@ -129,7 +129,12 @@ impl RegoBundle {
     pub fn load(settings: &RegoSettings) -> Result<Self, RegoError> {
         let mut sources = Vec::new();
         for entry in &settings.paths {
-            let files = rego_files(entry.path())?;
+            // `*_test.rego` files hold Rego unit tests: `policy test` runs them, serving
+            // has no use for them.
+            let files: Vec<PathBuf> = rego_files(entry.path())?
+                .into_iter()
+                .filter(|p| !p.to_string_lossy().ends_with("_test.rego"))
+                .collect();
             if files.is_empty() {
                 return Err(RegoError::Empty {
                     path: entry.path().to_owned(),
@@ -207,12 +212,20 @@ impl RegoBundle {
                 digest,
             });
         }
+        if !files.is_empty() {
+            let ast = engine
+                .get_ast_as_json()
+                .map_err(|err| RegoError::Compile(tidy(&err)))?;
+            let ast: Json =
+                serde_json::from_str(&ast).map_err(|err| RegoError::Compile(err.to_string()))?;
+            super::recursion::check(&ast).map_err(RegoError::Compile)?;
+        }
         // Analyse and prepare once (undefined functions, unsafe variables, conflicting
         // rules surface here, at load time); every evaluation clones this prepared engine.
         if !files.is_empty() {
             engine
                 .eval_query("true".into(), false)
-                .map_err(|err| RegoError::Compile(format!("{err:#}")))?;
+                .map_err(|err| RegoError::Compile(tidy(&err)))?;
         }
         Ok(Self {
             prepared: engine,
@@ -251,7 +264,7 @@ impl RegoBundle {
         for rule in &package.rules {
             let value = engine
                 .eval_rule(format!("data.{}.{rule}", package.name))
-                .map_err(|err| format!("{err:#}"))?;
+                .map_err(|err| tidy(&err))?;
             let entries = results(rule, &value)?;
             if *rule == "warn" {
                 outcome.warnings.extend(entries);
@@ -267,7 +280,7 @@ impl RegoBundle {
         let mut engine = self.prepared.clone();
         let value = engine
             .eval_rule(format!("data.{}.{rule}", package.name))
-            .map_err(|err| format!("{err:#}"))?;
+            .map_err(|err| tidy(&err))?;
         Ok(value == regorus::Value::Bool(true))
     }
 
@@ -320,6 +333,25 @@ impl RegoBundle {
     }
 }
 
+/// regorus' multi-line diagnostics (`--> file:line:col`, the source line, `error: ...`) as one
+/// line, `file:line:col: message`, for logs, messages and audit annotations.
+pub fn tidy(err: &impl std::fmt::Display) -> String {
+    let text = format!("{err:#}");
+    let place = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))
+        .map(str::trim);
+    let message = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("error: "))
+        .map(str::trim);
+    match (place, message) {
+        (Some(place), Some(message)) => format!("{place}: {message}"),
+        (None, Some(message)) => message.to_owned(),
+        _ => text.trim().replace('\n', " "),
+    }
+}
+
 fn timeout_of(settings: &RegoSettings) -> Duration {
     Duration::from_millis(settings.timeout_millis)
 }
@@ -334,7 +366,7 @@ fn add_source(
         engine
             .add_policy(source.path.clone(), source.text.clone())
             .map(|package| (package, syntax))
-            .map_err(|err| format!("{err:#}"))
+            .map_err(|err| tidy(&err))
     };
     let result = match source.syntax {
         RegoSyntax::V1 => attempt(LoadedSyntax::V1),
