@@ -1,4 +1,5 @@
-//! The `portcullis` commands (clap derive): `serve`, `review`, `check` and `config validate`.
+//! The `portcullis` commands (clap derive): `serve`, `review`, `check`, `config validate` and
+//! `policy test`.
 //! `main.rs` parses the arguments, starts tracing and calls [`run`].
 
 use std::io::{Read, Write};
@@ -409,7 +410,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     tracing::info!(
         config = engine.identity(),
         origin = engine.origin(),
-        "configuration loaded"
+        rego_files = engine.rego().map_or(0, |r| r.files().len()),
+        rego_identity = engine.rego().map_or("", |r| r.identity()),
+        "configuration and policies loaded"
     );
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).map_err(|source| CliError::Bind { addr, source })

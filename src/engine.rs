@@ -134,6 +134,11 @@ impl Engine {
         &self.loaded.config
     }
 
+    /// The configuration this engine was built from (a policy-only reload rebuilds from it).
+    pub fn loaded(&self) -> &LoadedConfig {
+        &self.loaded
+    }
+
     /// The bundle identity: `sha256:<hex>` of the configuration, extended with the path and
     /// content of every Rego file when policies are loaded (see [`bundle_identity`]).
     pub fn identity(&self) -> &str {

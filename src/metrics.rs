@@ -59,6 +59,7 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub config_identity: Family<IdentityLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub evidence_errors: Counter<u64, AtomicU64>,
+    pub rego_policies: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -109,7 +110,7 @@ impl Metrics {
         let config_identity = Family::default();
         registry.register(
             "config_identity",
-            "Identity (content hash) of the configuration in force; value is always 1",
+            "Identity (content hash) of the configuration and Rego policies in force; value is always 1",
             config_identity.clone(),
         );
         let evidence_errors = Counter::default();
@@ -117,6 +118,12 @@ impl Metrics {
             "evidence_errors",
             "Reviews whose evidence could not be gathered (onError applied)",
             evidence_errors.clone(),
+        );
+        let rego_policies = Gauge::default();
+        registry.register(
+            "rego_policies",
+            "Rego policies (packages with violation, deny or warn rules) in force",
+            rego_policies.clone(),
         );
         Self {
             registry,
@@ -128,6 +135,7 @@ impl Metrics {
             tls_reloads,
             config_identity,
             evidence_errors,
+            rego_policies,
         }
     }
 

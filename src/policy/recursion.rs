@@ -80,7 +80,7 @@ pub fn check(ast: &Json) -> Result<(), String> {
     let mut colour: BTreeMap<&str, u8> = BTreeMap::new();
     for start in functions.keys() {
         let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
-        if colour.get(start.as_str()).is_some() {
+        if colour.contains_key(start.as_str()) {
             continue;
         }
         colour.insert(start.as_str(), 1);
