@@ -164,6 +164,7 @@ impl RegoBundle {
             // Work units between clock reads: cheap enough, and fine-grained for loops.
             check_interval: NonZeroU32::MIN.saturating_add(15),
         });
+        add_deprecated_builtins(&mut engine)?;
         let mut files = Vec::new();
         let mut packages: Vec<Package> = Vec::new();
         let mut hasher = Sha256::new();
@@ -354,6 +355,40 @@ pub fn tidy(err: &impl std::fmt::Display) -> String {
 
 fn timeout_of(settings: &RegoSettings) -> Duration {
     Duration::from_millis(settings.timeout_millis)
+}
+
+/// `any` and `all`: OPA built-ins deprecated since v0.x that Gatekeeper library policies
+/// still call (`any(tags)` in `k8sdisallowedtags`); regorus does not provide them. `any` is
+/// true when some element is `true`, `all` when every element is (so `all([])` is true).
+fn add_deprecated_builtins(engine: &mut regorus::Engine) -> Result<(), RegoError> {
+    fn elements(value: &regorus::Value) -> Option<Vec<regorus::Value>> {
+        match value {
+            regorus::Value::Array(items) => Some(items.iter().cloned().collect()),
+            regorus::Value::Set(items) => Some(items.iter().cloned().collect()),
+            _ => None,
+        }
+    }
+    let truth = regorus::Value::Bool(true);
+    for (name, every) in [("any", false), ("all", true)] {
+        let truth = truth.clone();
+        // regorus' extension signature fixes the anyhow result type.
+        let function = move |args: Vec<regorus::Value>| -> anyhow::Result<regorus::Value> {
+            let items = args
+                .first()
+                .and_then(elements)
+                .ok_or_else(|| anyhow::anyhow!("expects an array or a set"))?;
+            let answer = if every {
+                items.iter().all(|v| *v == truth)
+            } else {
+                items.contains(&truth)
+            };
+            Ok(regorus::Value::Bool(answer))
+        };
+        engine
+            .add_extension(name.into(), 1, Box::new(function))
+            .map_err(|err| RegoError::Compile(tidy(&err)))?;
+    }
+    Ok(())
 }
 
 /// Adds one file in the syntax it asks for (auto: v1, else v0). Returns its package.
