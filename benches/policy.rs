@@ -113,8 +113,8 @@ fn prepared_vs_fresh(c: &mut Criterion) {
         })
     };
     let timeout = Duration::from_millis(500);
-    let prepared = RegoBundle::compile(vec![source.clone()], timeout)
-        .unwrap_or_else(|err| panic!("{err}"));
+    let prepared =
+        RegoBundle::compile(vec![source.clone()], timeout).unwrap_or_else(|err| panic!("{err}"));
     let mut group = c.benchmark_group("policy/one-evaluation");
     group.bench_function("prepared-and-cloned", |b| {
         b.iter(|| {

@@ -875,6 +875,55 @@ mod tests {
     }
 
     #[test]
+    fn rego_paths_take_a_plain_path_or_a_forced_syntax() {
+        let yaml = "policies:\n  rego:\n    paths: [/, {path: /, syntax: v0}]\n";
+        let config = LoadedConfig::from_yaml(yaml, "t").map(|l| l.config).ok();
+        let paths = config.map(|c| c.policies.rego.paths).unwrap_or_default();
+        let syntaxes: Vec<_> = paths.iter().map(RegoPath::syntax).collect();
+        assert_eq!(syntaxes, [RegoSyntax::Auto, RegoSyntax::V0]);
+        let typo = LoadedConfig::from_yaml(
+            "policies:\n  rego:\n    paths: [{path: /, sintax: v0}]\n",
+            "t",
+        );
+        assert!(typo.is_err(), "an unknown key in a path entry is refused");
+    }
+
+    #[test]
+    fn rego_policy_settings_are_validated_with_their_paths() {
+        let yaml = "policies:\n  rego:\n    timeoutMillis: 0\n    policies:\n      - package: a\n        parameters: [1]\n      - package: data.a\n        match: {namespaces: [Bad, 'team-*'], excludedNamespaces: ['a*b']}\n";
+        let err = LoadedConfig::from_yaml(yaml, "t").err();
+        let Some(ConfigError::Invalid { problems, .. }) = err else {
+            unreachable!("expected validation problems, got {err:?}")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "policies.rego.timeoutMillis",
+                "policies.rego.policies[0].parameters",
+                "policies.rego.policies[1].package",
+                "policies.rego.policies[1].match.namespaces",
+                "policies.rego.policies[1].match.excludedNamespaces",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_policy_match_checks_kind_and_namespace_patterns() {
+        let matches = PolicyMatch {
+            kinds: vec!["Pod".into()],
+            namespaces: vec!["team-*".into(), "shop".into()],
+            excluded_namespaces: vec!["team-test".into()],
+        };
+        assert!(matches.matches("Pod", "team-a"));
+        assert!(matches.matches("Pod", "shop"));
+        assert!(!matches.matches("Pod", "team-test"));
+        assert!(!matches.matches("Pod", "shopping"));
+        assert!(!matches.matches("Deployment", "shop"));
+        assert!(PolicyMatch::default().matches("Deployment", "anything"));
+    }
+
+    #[test]
     fn port_ranges_parse() {
         assert_eq!(parse_port_range("80"), Ok(80..=80));
         assert_eq!(parse_port_range("8000-8999"), Ok(8000..=8999));
