@@ -303,7 +303,14 @@ impl Engine {
         }
         findings.retain(|f| scope.keeps(f));
         if !self.document_policies.is_empty() {
-            let review = serde_json::to_value(request).unwrap_or(serde_json::Value::Null);
+            // Never judge a policy on a missing review (it would find nothing): fail closed.
+            let review = match serde_json::to_value(request) {
+                Ok(review) => review,
+                Err(err) => {
+                    let reason = format!("cannot build the policy input: {err}");
+                    return Verdict::on_error(context, self.loaded.config.on_error, &reason);
+                }
+            };
             let owned = OwnedInput {
                 operation,
                 namespace: namespace.to_owned(),
