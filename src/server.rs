@@ -524,7 +524,16 @@ async fn reload_config(
             Some(path) => LoadedConfig::from_file(path).map_err(|err| err.to_string()),
             None => Ok(state.engine().loaded().clone()),
         };
-        let outcome = loaded.and_then(|loaded| build(loaded));
+        // Reading and compiling policies is blocking work: keep it off the async workers.
+        let outcome = match loaded {
+            Ok(loaded) => {
+                let build = build.clone();
+                tokio::task::spawn_blocking(move || build(loaded))
+                    .await
+                    .unwrap_or_else(|join| Err(format!("building the engine failed: {join}")))
+            }
+            Err(err) => Err(err),
+        };
         match outcome {
             Ok(engine) if engine.identity() == state.engine().identity() => {
                 state.metrics.record_config_reload("unchanged");
