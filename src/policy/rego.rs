@@ -604,7 +604,7 @@ fn subject(details: &Json, images: &[ImageEntry]) -> Subject {
     }
 }
 
-/// Count of loaded policy packages, per syntax, for `config validate` and logs.
+/// How many files loaded in each syntax, for `config validate`.
 pub fn describe(bundle: &RegoBundle) -> BTreeMap<&'static str, usize> {
     let mut counts = BTreeMap::new();
     for file in bundle.files() {
