@@ -1,5 +1,5 @@
-//! The `portcullis` commands (clap derive): `serve`, `review`, `check`, `audit` and
-//! `config validate`.
+//! The `portcullis` commands (clap derive): `serve`, `review`, `check`, `audit`,
+//! `config validate` and `policy test`.
 //! `main.rs` parses the arguments, starts tracing and calls [`run`].
 
 use std::io::{Read, Write};
@@ -63,6 +63,21 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Policy commands.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run the table tests beside each policy (DIR/<name>/tests.yaml) and the Rego `test_`
+    /// rules of its modules. Exit codes: 0 all pass, 1 a case failed, 2 a policy or table
+    /// cannot be loaded.
+    Test {
+        /// A policy folder, or a folder of policy folders.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +207,8 @@ pub enum CliError {
     RejudgeCluster(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("policy test: {0}")]
+    PolicyTest(#[from] crate::policy::testing::TestError),
 }
 
 impl CliError {
@@ -206,7 +223,8 @@ impl CliError {
             | CliError::Scans(_)
             | CliError::Cluster(_)
             | CliError::Audit(_)
-            | CliError::RejudgeCluster(_) => 2,
+            | CliError::RejudgeCluster(_)
+            | CliError::PolicyTest(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -224,6 +242,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Check(args) => check(args).await,
         Command::Audit(args) => audit(args).await,
         Command::Config(ConfigCommand::Validate { file }) => validate(file.as_deref()),
+        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
     }
 }
 
@@ -426,7 +445,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     tracing::info!(
         config = engine.identity(),
         origin = engine.origin(),
-        "configuration loaded"
+        rego_files = engine.rego().map_or(0, |r| r.files().len()),
+        rego_identity = engine.rego().map_or("", |r| r.identity()),
+        "configuration and policies loaded"
     );
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).map_err(|source| CliError::Bind { addr, source })
@@ -636,15 +657,44 @@ fn write_table(out: &mut impl Write, results: &[Judged]) -> std::io::Result<()> 
     Ok(())
 }
 
+fn policy_test(dir: &Path) -> Result<ExitCode, CliError> {
+    let report = crate::policy::testing::run(dir)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.text.as_bytes())
+        .map_err(CliError::Output)?;
+    Ok(if report.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let loaded = LoadedConfig::from_optional_file(file)?;
     let engine = Components::new(false).engine(loaded)?;
     let config = engine.config();
-    let enabled_rules = crate::policy::builtin::from_config(config)
-        .map(|p| p.len())
-        .unwrap_or(0);
+    let enabled_rules = engine.policy_names().len();
     println!("valid: {}", engine.origin());
     println!("identity: {}", engine.identity());
+    if let Some(rego) = engine.rego() {
+        let syntaxes: Vec<String> = crate::policy::rego::describe(rego)
+            .into_iter()
+            .map(|(syntax, count)| format!("{count} {syntax}"))
+            .collect();
+        println!(
+            "rego: {} file(s) ({}), identity {}",
+            rego.files().len(),
+            syntaxes.join(", "),
+            rego.identity()
+        );
+        for package in rego.packages().iter().filter(|p| p.is_policy()) {
+            println!(
+                "rego policy: {} ({})",
+                package.name,
+                package.rules.join(", ")
+            );
+        }
+    }
     println!(
         "mode: {}, onError: {:?}, {} policies in force ({} image policies), {} trusted registry pattern(s)",
         config.mode.as_str(),

@@ -25,6 +25,8 @@ use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
 use crate::decision::{Context, Verdict};
 use crate::evidence::{EvidenceError, EvidenceSource};
 use crate::exceptions::Exceptions;
+use crate::policy::input::InputDocument;
+use crate::policy::rego::{RegoBundle, RegoError};
 use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
 use crate::reference::{GlobError, ImageGlobs, ImageRef};
 use crate::scan::{NoScans, ScanSource};
@@ -38,6 +40,8 @@ pub const RULE_ADMISSION_REQUEST: &str = "admission-request";
 pub enum EngineError {
     #[error(transparent)]
     Glob(#[from] GlobError),
+    #[error(transparent)]
+    Rego(#[from] RegoError),
 }
 
 /// Builds an engine for a (re)loaded configuration, wiring the evidence and scan sources
@@ -48,7 +52,13 @@ pub type EngineBuilder = Arc<dyn Fn(LoadedConfig) -> Result<Engine, String> + Se
 #[derive(Debug)]
 pub struct Engine {
     loaded: LoadedConfig,
+    /// Policies run inline on the async worker (built-in rules: microseconds each).
     policies: Vec<Box<dyn Policy>>,
+    /// Policies that read the input document (Rego), run on the blocking pool.
+    document_policies: Arc<Vec<Box<dyn Policy>>>,
+    rego: Option<Arc<RegoBundle>>,
+    /// The bundle identity: the configuration's, extended with the Rego files' contents.
+    identity: String,
     image_policies: Vec<(ImagePolicy, ImageGlobs)>,
     exceptions: Exceptions,
     evidence: Arc<dyn EvidenceSource>,
@@ -61,7 +71,22 @@ impl Engine {
         loaded: LoadedConfig,
         evidence: Arc<dyn EvidenceSource>,
     ) -> Result<Self, EngineError> {
-        let policies = builtin::from_config(&loaded.config)?;
+        let mut policies = builtin::from_config(&loaded.config)?;
+        let rego = if loaded.config.policies.rego.paths.is_empty() {
+            None
+        } else {
+            Some(Arc::new(RegoBundle::load(&loaded.config.policies.rego)?))
+        };
+        let mut document_policies = match &rego {
+            Some(bundle) => bundle.policies(&loaded.config)?,
+            None => Vec::new(),
+        };
+        // Whatever their origin, document readers run on the blocking pool.
+        let (readers, inline): (Vec<_>, Vec<_>) =
+            policies.drain(..).partition(|p| p.reads_document());
+        policies = inline;
+        document_policies.splice(0..0, readers);
+        let identity = bundle_identity(&loaded.identity, rego.as_deref());
         let image_policies = loaded
             .config
             .image_policies
@@ -77,6 +102,9 @@ impl Engine {
         Ok(Self {
             loaded,
             policies,
+            document_policies: Arc::new(document_policies),
+            rego,
+            identity,
             image_policies,
             exceptions,
             evidence,
@@ -106,9 +134,29 @@ impl Engine {
         &self.loaded.config
     }
 
-    /// `sha256:<hex>` of the configuration (and, later, policies) this engine runs.
+    /// The configuration this engine was built from (a policy-only reload rebuilds from it).
+    pub fn loaded(&self) -> &LoadedConfig {
+        &self.loaded
+    }
+
+    /// The bundle identity: `sha256:<hex>` of the configuration, extended with the path and
+    /// content of every Rego file when policies are loaded (see [`bundle_identity`]).
     pub fn identity(&self) -> &str {
-        &self.loaded.identity
+        &self.identity
+    }
+
+    /// The loaded Rego policies, when `policies.rego.paths` names any.
+    pub fn rego(&self) -> Option<&RegoBundle> {
+        self.rego.as_deref()
+    }
+
+    /// Names of every policy in force, in evaluation order.
+    pub fn policy_names(&self) -> Vec<&str> {
+        self.policies
+            .iter()
+            .chain(self.document_policies.iter())
+            .map(|p| p.name())
+            .collect()
     }
 
     pub fn origin(&self) -> &str {
@@ -183,15 +231,18 @@ impl Engine {
         let scope = JudgedScope::new(&pod, old_pod.as_ref());
         let name = context.name;
         let operation = operation_name(&request.operation);
-        self.judge(&context, operation, namespace, name, &pod, &scope, deadline)
-            .await
+        self.judge(
+            &context, request, operation, namespace, name, &pod, &scope, deadline,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)] // reason: internal; each argument is distinct context
     async fn judge(
         &self,
         context: &Context<'_>,
-        operation: &str,
+        request: &AdmissionRequest<DynamicObject>,
+        operation: &'static str,
         namespace: &str,
         name: &str,
         pod: &PodView,
@@ -235,6 +286,7 @@ impl Engine {
             pod,
             images: &images,
             now,
+            document: None,
         };
         let mut findings = Vec::new();
         for policy in &self.policies {
@@ -251,6 +303,49 @@ impl Engine {
             }
         }
         findings.retain(|f| scope.keeps(f));
+        if !self.document_policies.is_empty() {
+            // Never judge a policy on a missing review (it would find nothing): fail closed.
+            let review = match serde_json::to_value(request) {
+                Ok(review) => review,
+                Err(err) => {
+                    let reason = format!("cannot build the policy input: {err}");
+                    return Verdict::on_error(context, self.loaded.config.on_error, &reason);
+                }
+            };
+            let owned = OwnedInput {
+                operation,
+                namespace: namespace.to_owned(),
+                kind: context.kind.to_owned(),
+                name: name.to_owned(),
+                pod: pod.clone(),
+                document: InputDocument::new(review, &images, now),
+                images,
+                now,
+            };
+            let policies = self.document_policies.clone();
+            // CPU-bound interpreters run on the blocking pool, never on an async worker; each
+            // is bounded by its execution limit, the whole by the API server's deadline.
+            let task = tokio::task::spawn_blocking(move || owned.evaluate(&policies));
+            let failure = match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(Ok(found))) => {
+                    findings.extend(
+                        found
+                            .into_iter()
+                            .filter(|f| f.subject == Subject::Pod || scope.keeps(f)),
+                    );
+                    None
+                }
+                Ok(Ok(Err(err))) => Some(err.to_string()),
+                Ok(Err(join)) => Some(format!("policy evaluation aborted: {join}")),
+                Err(_elapsed) => {
+                    Some("policy evaluation did not finish before the API server's deadline".into())
+                }
+            };
+            if let Some(reason) = failure {
+                tracing::error!(error = %reason, "policy failed");
+                return Verdict::on_error(context, self.loaded.config.on_error, &reason);
+            }
+        }
         let (findings, waivers) = self.exceptions.apply(findings, namespace, now);
         // Short (image: error) so each warning stays within the API server's 120 characters.
         let reasons: Vec<String> = errors
@@ -269,10 +364,11 @@ impl Engine {
             let Ok(image) = &entry.reference else {
                 continue;
             };
-            let wanted = self
-                .image_policies
-                .iter()
-                .any(|(policy, globs)| policy.vulnerabilities.is_some() && globs.matches(image));
+            // Document-reading policies see every image's scan (`input.images[].scan`).
+            let wanted = !self.document_policies.is_empty()
+                || self.image_policies.iter().any(|(policy, globs)| {
+                    policy.vulnerabilities.is_some() && globs.matches(image)
+                });
             if !wanted {
                 continue;
             }
@@ -334,6 +430,54 @@ impl Engine {
             }
         }
         errors
+    }
+}
+
+/// What document-reading policies need, owned so it can move to the blocking pool.
+struct OwnedInput {
+    operation: &'static str,
+    namespace: String,
+    kind: String,
+    name: String,
+    pod: PodView,
+    images: Vec<ImageEntry>,
+    now: time::OffsetDateTime,
+    document: InputDocument,
+}
+
+impl OwnedInput {
+    /// Runs `policies` in order; the first failure fails the whole evaluation.
+    fn evaluate(
+        &self,
+        policies: &[Box<dyn Policy>],
+    ) -> Result<Vec<Finding>, crate::policy::PolicyError> {
+        let input = PolicyInput {
+            operation: self.operation,
+            namespace: &self.namespace,
+            kind: &self.kind,
+            name: &self.name,
+            pod: &self.pod,
+            images: &self.images,
+            now: self.now,
+            document: Some(&self.document),
+        };
+        let mut findings = Vec::new();
+        for policy in policies {
+            findings.extend(policy.evaluate(&input)?);
+        }
+        Ok(findings)
+    }
+}
+
+/// The identity every decision carries: the configuration's own `sha256:<hex>` when no Rego
+/// policies are loaded; otherwise the sha256 of that and the Rego files' identity (their paths
+/// and contents), so a changed policy file changes the identity as a changed key would.
+pub fn bundle_identity(config: &str, rego: Option<&RegoBundle>) -> String {
+    match rego {
+        None => config.to_owned(),
+        Some(bundle) => crate::config::identity_of(
+            format!("portcullis-bundle\0{config}\0{}", bundle.identity()).as_bytes(),
+        ),
     }
 }
 

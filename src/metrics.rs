@@ -73,6 +73,7 @@ pub struct Metrics {
     pub running_workloads: Family<OutcomeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub running_findings: Family<RuleLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub rejudge_passes: Family<ResultLabels, Counter>,
+    pub rego_policies: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -123,7 +124,7 @@ impl Metrics {
         let config_identity = Family::default();
         registry.register(
             "config_identity",
-            "Identity (content hash) of the configuration in force; value is always 1",
+            "Identity (content hash) of the configuration and Rego policies in force; value is always 1",
             config_identity.clone(),
         );
         let evidence_errors = Counter::default();
@@ -150,6 +151,12 @@ impl Metrics {
             "Re-judging passes over the running pods, by result (ok, failed)",
             rejudge_passes.clone(),
         );
+        let rego_policies = Gauge::default();
+        registry.register(
+            "rego_policies",
+            "Rego policies (packages with violation, deny or warn rules) in force",
+            rego_policies.clone(),
+        );
         Self {
             registry,
             running_workloads,
@@ -163,6 +170,7 @@ impl Metrics {
             tls_reloads,
             config_identity,
             evidence_errors,
+            rego_policies,
         }
     }
 

@@ -41,6 +41,7 @@ impl AppState {
     pub fn new(engine: Engine) -> Arc<Self> {
         let metrics = Metrics::new();
         metrics.set_config_identity(engine.identity());
+        metrics.rego_policies.set(rego_policy_count(&engine));
         Arc::new(Self {
             engine: ArcSwap::from_pointee(engine),
             metrics,
@@ -56,6 +57,7 @@ impl AppState {
     /// Puts a new engine in force; reviews already running finish with the old one.
     pub fn replace_engine(&self, engine: Engine) {
         self.metrics.set_config_identity(engine.identity());
+        self.metrics.rego_policies.set(rego_policy_count(&engine));
         self.engine.store(Arc::new(engine));
     }
 
@@ -66,6 +68,12 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+}
+
+fn rego_policy_count(engine: &Engine) -> i64 {
+    engine.rego().map_or(0, |rego| {
+        i64::try_from(rego.packages().iter().filter(|p| p.is_policy()).count()).unwrap_or(0)
+    })
 }
 
 /// The TLS port's routes.
@@ -355,10 +363,14 @@ pub async fn start(
             )?)
         }
     };
-    if let Some(path) = &options.config_path {
+    // The configuration file and every Rego path it names are watched; a change to any of
+    // them rebuilds the engine (and is refused if the new set does not load).
+    let watched = WatchedPaths::of(options.config_path.as_deref(), &state.engine());
+    if !watched.is_empty() {
         tasks.push(tokio::spawn(reload_config(
-            FileChanges::watch([path.as_path()])?,
-            path.clone(),
+            watched.watch()?,
+            watched,
+            options.config_path.clone(),
             build,
             state.clone(),
         )));
@@ -462,31 +474,95 @@ async fn reload_tls(
     }
 }
 
+/// What the reload task watches: the configuration file and the Rego paths it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WatchedPaths {
+    /// Watched through their directory (the configuration file, single `.rego` files).
+    files: Vec<PathBuf>,
+    /// Watched recursively (policy folders).
+    trees: Vec<PathBuf>,
+}
+
+impl WatchedPaths {
+    fn of(config_path: Option<&std::path::Path>, engine: &Engine) -> Self {
+        let mut files: Vec<PathBuf> = config_path.map(|p| vec![p.to_owned()]).unwrap_or_default();
+        let mut trees = Vec::new();
+        for entry in &engine.config().policies.rego.paths {
+            let path = entry.path().to_owned();
+            if path.is_dir() {
+                trees.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+        Self { files, trees }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.trees.is_empty()
+    }
+
+    fn watch(&self) -> Result<FileChanges, WatchError> {
+        FileChanges::watch_with_trees(
+            self.files.iter().map(PathBuf::as_path),
+            self.trees.iter().map(PathBuf::as_path),
+        )
+    }
+}
+
 async fn reload_config(
     mut changes: FileChanges,
-    path: PathBuf,
+    mut watched: WatchedPaths,
+    config_path: Option<PathBuf>,
     build: EngineBuilder,
     state: Arc<AppState>,
 ) {
     while changes.next().await.is_some() {
-        let outcome = LoadedConfig::from_file(&path)
-            .map_err(|err| err.to_string())
-            .and_then(|loaded| {
-                if loaded.identity == state.engine().identity() {
-                    return Ok(None);
-                }
-                build(loaded).map(Some)
-            });
+        // Without a configuration file (embedded default or a test engine), a policy change
+        // rebuilds from the configuration in force.
+        let loaded = match &config_path {
+            Some(path) => LoadedConfig::from_file(path).map_err(|err| err.to_string()),
+            None => Ok(state.engine().loaded().clone()),
+        };
+        // Reading and compiling policies is blocking work: keep it off the async workers.
+        let outcome = match loaded {
+            Ok(loaded) => {
+                let build = build.clone();
+                tokio::task::spawn_blocking(move || build(loaded))
+                    .await
+                    .unwrap_or_else(|join| Err(format!("building the engine failed: {join}")))
+            }
+            Err(err) => Err(err),
+        };
         match outcome {
-            Ok(Some(engine)) => {
-                tracing::info!(config = engine.identity(), "configuration reloaded");
+            Ok(engine) if engine.identity() == state.engine().identity() => {
+                state.metrics.record_config_reload("unchanged");
+            }
+            Ok(engine) => {
+                tracing::info!(
+                    config = engine.identity(),
+                    rego_files = engine.rego().map_or(0, |r| r.files().len()),
+                    "configuration and policies reloaded"
+                );
                 state.replace_engine(engine);
                 state.metrics.record_config_reload("applied");
             }
-            Ok(None) => state.metrics.record_config_reload("unchanged"),
             Err(error) => {
                 state.metrics.record_config_reload("rejected");
-                tracing::error!(%error, config = state.engine().identity(), "new configuration refused; the last good one stays in force");
+                tracing::error!(%error, config = state.engine().identity(), "new configuration or policies refused; the last good ones stay in force");
+            }
+        }
+        // The configuration may now name other policy paths: watch those instead.
+        let now = WatchedPaths::of(config_path.as_deref(), &state.engine());
+        if now != watched {
+            match now.watch() {
+                Ok(new_changes) => {
+                    changes = new_changes;
+                    watched = now;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot watch the new policy paths; still watching the previous ones");
+                }
             }
         }
     }

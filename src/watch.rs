@@ -31,6 +31,15 @@ pub struct FileChanges {
 impl FileChanges {
     /// Watches the directories holding `files`.
     pub fn watch<'a>(files: impl IntoIterator<Item = &'a Path>) -> Result<Self, WatchError> {
+        Self::watch_with_trees(files, [])
+    }
+
+    /// Watches the directories holding `files`, and every directory under each of `trees`
+    /// (policy folders, where a file may be added, changed or removed at any depth).
+    pub fn watch_with_trees<'a>(
+        files: impl IntoIterator<Item = &'a Path>,
+        trees: impl IntoIterator<Item = &'a Path>,
+    ) -> Result<Self, WatchError> {
         let (sender, events) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -59,6 +68,14 @@ impl FileChanges {
                     source,
                 })?;
             watched.push(dir);
+        }
+        for tree in trees {
+            watcher
+                .watch(tree, RecursiveMode::Recursive)
+                .map_err(|source| WatchError {
+                    path: tree.to_owned(),
+                    source,
+                })?;
         }
         Ok(Self {
             _watcher: watcher,

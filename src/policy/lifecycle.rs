@@ -389,6 +389,7 @@ mod tests {
             pod: &pod,
             images,
             now: NOW,
+            document: None,
         };
         policy.evaluate(&input).unwrap()
     }

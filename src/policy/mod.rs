@@ -1,12 +1,31 @@
-//! The `Policy` trait that built-in rules (and later Rego modules) implement, the input they
-//! read and the findings they return. Pure: no I/O happens here.
+//! The `Policy` trait that built-in rules and Rego modules implement, the input they read and
+//! the findings they return. Pure: no I/O happens here (Rego files are read by
+//! [`rego::RegoBundle::load`] when an engine is built, never on the request path).
 //!
-//! Evaluation order: policies run in a fixed order (built-in rules in the order of
-//! [`builtin::from_config`], then image policies in configuration order); every policy sees the
-//! same input; findings from all policies are concatenated, and the decision core combines them.
+//! * **Naming.** Built-in rules are named by their rule id (`no-latest-tag`); image policies'
+//!   rules by theirs (`signature`, `vulnerabilities`); a Rego policy by its package without
+//!   `data.` (`k8sdisallowedtags`). The name is the `rule` of every finding the policy returns.
+//! * **Evaluation order.** Built-in rules first, in the order of [`builtin::from_config`] (the
+//!   table in `docs/configuration.md`), then Rego policies in load order (paths in
+//!   configuration order, files of a folder in path order, packages in first-seen order).
+//!   Every policy sees the same input; none sees another's findings, so the order only
+//!   decides the order of message lines.
+//! * **Merging.** Findings of all policies are concatenated; UPDATE scoping drops those about
+//!   containers the update did not change (and pod-level findings of built-ins, which only
+//!   judge what changed; document-reading policies judge the whole object, as in
+//!   Gatekeeper); exceptions waive some; the decision core combines the rest by mode (any
+//!   `enforce` denies, else any `warn` warns, else `audit` is recorded). A policy that fails
+//!   (runtime error, execution limit) makes the whole review take the `onError` outcome: a
+//!   partial set of findings is never decided on.
+//! * **A new engine** (CEL, WebAssembly) is one more module implementing [`Policy`] with
+//!   `reads_document() == true`, reading [`input::InputDocument`].
 
 pub mod builtin;
+pub mod input;
 pub mod lifecycle;
+pub mod recursion;
+pub mod rego;
+pub mod testing;
 pub mod vulnerability;
 
 use std::sync::Arc;
@@ -102,6 +121,9 @@ pub struct PolicyInput<'a> {
     pub images: &'a [ImageEntry],
     /// The time rules judge against (injected, so tests need no sleeps).
     pub now: OffsetDateTime,
+    /// The JSON input document (`input.review`, `input.images`, `input.now`), built once per
+    /// review when a policy [reads it](Policy::reads_document); `None` otherwise.
+    pub document: Option<&'a input::InputDocument>,
 }
 
 /// A policy that could not be evaluated (a runtime error, a limit reached).
@@ -114,7 +136,14 @@ pub struct PolicyError {
 
 /// Anything that judges a request and returns findings.
 pub trait Policy: Send + Sync + std::fmt::Debug {
-    /// A stable name, used in logs and errors.
+    /// A stable name, used in logs, errors and as the `rule` of its findings.
     fn name(&self) -> &str;
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError>;
+    /// Whether the policy reads [`PolicyInput::document`]. Such policies are interpreters
+    /// (CPU-bound, bounded by their own execution limits): the engine runs them off the async
+    /// workers, and they judge the whole object (their pod-level findings survive UPDATE
+    /// scoping).
+    fn reads_document(&self) -> bool {
+        false
+    }
 }

@@ -1,0 +1,141 @@
+//! Cost of Rego policy evaluation per review: the shipped library against one Deployment,
+//! through the whole engine (1 vs 10 policies, against the built-in rules alone), and one
+//! policy evaluated on a clone of the prepared engine vs a freshly compiled engine.
+#![allow(clippy::panic)] // reason: a benchmark that cannot set up should stop loudly
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use portcullis::admission;
+use portcullis::config::{LoadedConfig, RegoSyntax};
+use portcullis::engine::Engine;
+use portcullis::evidence::NoRegistry;
+use portcullis::policy::rego::{RegoBundle, RegoSource};
+
+const LIBRARY: [&str; 7] = [
+    "no-root-user",
+    "no-privileged",
+    "allowed-registries",
+    "no-latest-tag",
+    "required-resource-limits",
+    "image-age",
+    "critical-vulnerabilities",
+];
+
+fn library() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/data/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// `count` policies in a fresh folder: the library's, then renamed copies of it.
+fn policy_folder(count: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    for i in 0..count {
+        let name = LIBRARY[i % LIBRARY.len()];
+        let mut text = read(&library().join(name).join("policy.rego"));
+        if i >= LIBRARY.len() {
+            let package = format!("portcullis.{}", name.replace('-', "_"));
+            text = text.replace(&package, &format!("{package}_copy{i}"));
+        }
+        std::fs::write(dir.path().join(format!("{i:02}-{name}.rego")), text)
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+    dir
+}
+
+fn engine(rego: Option<&Path>) -> Engine {
+    let mut yaml = String::from("mode: enforce\n");
+    if let Some(dir) = rego {
+        yaml.push_str(&format!(
+            "policies:\n  rego:\n    paths: [{:?}]\n",
+            dir.display().to_string()
+        ));
+    }
+    let loaded = LoadedConfig::from_yaml(&yaml, "bench").unwrap_or_else(|err| panic!("{err}"));
+    Engine::new(loaded, Arc::new(NoRegistry)).unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn per_review(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap_or_else(|err| panic!("runtime: {err}"));
+    let body = fixture("deployment-compliant");
+    let one = policy_folder(1);
+    let ten = policy_folder(10);
+    let engines = [
+        ("builtin-only", engine(None)),
+        ("rego-1-policy", engine(Some(one.path()))),
+        ("rego-10-policies", engine(Some(ten.path()))),
+    ];
+    let mut group = c.benchmark_group("policy/review");
+    group.throughput(Throughput::Elements(1));
+    for (name, engine) in &engines {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let answer = admission::handle(engine, black_box(&body), None).await;
+                    let (review, _) = answer.unwrap_or_else(|err| panic!("{err}"));
+                    black_box(review)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn prepared_vs_fresh(c: &mut Criterion) {
+    let source = RegoSource {
+        path: "no-root-user.rego".into(),
+        text: read(&library().join("no-root-user/policy.rego")),
+        syntax: RegoSyntax::Auto,
+    };
+    let input: serde_json::Value = {
+        let review: serde_json::Value =
+            serde_json::from_slice(&fixture("deployment-compliant")).unwrap_or_default();
+        serde_json::json!({
+            "review": review["request"],
+            "parameters": {},
+            "images": [{"container": {"name": "web", "kind": "container"}, "facts": {}}],
+            "now": "2026-01-01T00:00:00Z",
+        })
+    };
+    let timeout = Duration::from_millis(500);
+    let prepared =
+        RegoBundle::compile(vec![source.clone()], timeout).unwrap_or_else(|err| panic!("{err}"));
+    let mut group = c.benchmark_group("policy/one-evaluation");
+    group.bench_function("prepared-and-cloned", |b| {
+        b.iter(|| {
+            let package = &prepared.packages()[0];
+            black_box(prepared.evaluate(package, regorus::Value::from(input.clone())))
+        })
+    });
+    group.bench_function("fresh-engine", |b| {
+        b.iter(|| {
+            let fresh = RegoBundle::compile(vec![source.clone()], timeout)
+                .unwrap_or_else(|err| panic!("{err}"));
+            let package = &fresh.packages()[0];
+            black_box(fresh.evaluate(package, regorus::Value::from(input.clone())))
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = per_review, prepared_vs_fresh
+}
+criterion_main!(benches);

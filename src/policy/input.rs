@@ -1,0 +1,259 @@
+//! The input document every document-reading policy (Rego today) sees, built by pure
+//! functions: `input.review` (the AdmissionRequest, as Gatekeeper gives it), `input.parameters`
+//! (this policy's configured parameters), `input.images[]` (one entry per judged container with
+//! what portcullis verified) and `input.now` (the time the review is judged at).
+//!
+//! [`image`] is the one place that turns gathered evidence into the JSON policies read: when
+//! evidence gains fields (image config facts, attestations), they are added there and nowhere
+//! else. `docs/writing-policies.md` is the reference for every field.
+
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::evidence::SignatureEvidence;
+
+use super::{ImageEntry, ScanState};
+
+/// The parts of the input document shared by every policy of one review (everything but
+/// `parameters`), built once per review.
+#[derive(Debug)]
+pub struct InputDocument {
+    base: Map<String, Value>,
+    /// The same, converted once per review for the Rego engine (each policy then only adds
+    /// its parameters).
+    regorus: OnceLock<regorus::Value>,
+}
+
+impl InputDocument {
+    /// `review` is the AdmissionRequest as JSON (`Value::Null` when there is none).
+    pub fn new(review: Value, images: &[ImageEntry], now: OffsetDateTime) -> Self {
+        let mut base = Map::new();
+        base.insert("review".into(), review);
+        base.insert("images".into(), images_of(images));
+        base.insert("now".into(), Value::String(rfc3339(now)));
+        Self {
+            base,
+            regorus: OnceLock::new(),
+        }
+    }
+
+    /// The shared parts as a regorus value, converted on first use.
+    pub fn regorus_base(&self) -> &regorus::Value {
+        self.regorus
+            .get_or_init(|| regorus::Value::from(Value::Object(self.base.clone())))
+    }
+
+    /// The whole document for one policy: the shared parts plus its `parameters` (an empty
+    /// object when the configuration gives none).
+    pub fn with_parameters(&self, parameters: Option<&Value>) -> Value {
+        let mut document = self.base.clone();
+        document.insert(
+            "parameters".into(),
+            parameters
+                .filter(|p| !p.is_null())
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Map::new())),
+        );
+        Value::Object(document)
+    }
+
+    /// The shared parts (for engines that add `parameters` themselves).
+    pub fn base(&self) -> &Map<String, Value> {
+        &self.base
+    }
+}
+
+/// `input.images`: one entry per judged container, in pod-spec order (init containers,
+/// containers, ephemeral containers).
+pub fn images_of(entries: &[ImageEntry]) -> Value {
+    Value::Array(entries.iter().map(image).collect())
+}
+
+/// One `input.images[]` entry.
+pub fn image(entry: &ImageEntry) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "container".into(),
+        json!({"name": entry.container, "kind": entry.container_kind.as_str()}),
+    );
+    let evidence = entry.evidence.as_ref().and_then(|e| e.as_ref().ok());
+    match &entry.reference {
+        Ok(image) => {
+            out.insert("image".into(), json!(image.written()));
+            out.insert("reference".into(), json!(image.normalized()));
+            out.insert("registry".into(), json!(image.registry()));
+            out.insert("repository".into(), json!(image.repository()));
+            // The tag as it applies: `latest` when neither tag nor digest was written.
+            out.insert("tag".into(), json!(image.tag()));
+            out.insert("tagWritten".into(), json!(image.tag_written()));
+            let digest = evidence
+                .and_then(|e| e.digest.clone())
+                .or_else(|| image.digest().map(str::to_owned));
+            out.insert("digest".into(), json!(digest));
+            // The digest written in the reference: what the kubelet pulls by.
+            out.insert("pinned".into(), json!(image.digest().is_some()));
+        }
+        Err(err) => {
+            out.insert("image".into(), json!(err.written));
+            for key in ["reference", "registry", "repository", "tag", "digest"] {
+                out.insert(key.into(), Value::Null);
+            }
+            out.insert("tagWritten".into(), json!(false));
+            out.insert("pinned".into(), json!(false));
+            out.insert("error".into(), json!(err.reason));
+        }
+    }
+    out.insert("signatures".into(), signatures(entry));
+    // Verified attestations (predicate types and signers) join here when the signature layer
+    // gathers them; until then the list is empty.
+    out.insert("attestations".into(), Value::Array(Vec::new()));
+    out.insert("scan".into(), scan(&entry.scan));
+    // Facts from the image config (user, created, exposedPorts, labels) join here when the
+    // registry evidence gathers them; until then the object is empty.
+    out.insert("facts".into(), Value::Object(Map::new()));
+    Value::Object(out)
+}
+
+fn signatures(entry: &ImageEntry) -> Value {
+    match &entry.evidence {
+        None => json!({"state": "notChecked", "signers": []}),
+        Some(Err(err)) => json!({"state": "error", "signers": [], "reason": err.message}),
+        Some(Ok(evidence)) => match &evidence.signatures {
+            SignatureEvidence::Verified { signers } => {
+                json!({"state": "verified", "signers": signers})
+            }
+            SignatureEvidence::Unverified { reason } => {
+                json!({"state": "unverified", "signers": [], "reason": reason})
+            }
+            SignatureEvidence::Unavailable { reason } => {
+                json!({"state": "unavailable", "signers": [], "reason": reason})
+            }
+        },
+    }
+}
+
+fn scan(state: &ScanState) -> Value {
+    match state {
+        ScanState::NotRequested => json!({"state": "notRequested"}),
+        ScanState::NoDigest => json!({"state": "noDigest"}),
+        ScanState::Missing { digest } => json!({"state": "missing", "digest": digest}),
+        ScanState::Found(report) => {
+            let summary = serde_json::to_value(report.summary()).unwrap_or(Value::Null);
+            json!({"state": "found", "digest": report.digest, "summary": summary})
+        }
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::evidence::ImageEvidence;
+    use crate::reference::ImageRef;
+    use crate::scan::{ScanReport, Severity, Vulnerability};
+    use crate::workload::ContainerKind;
+
+    fn entry(image: &str) -> ImageEntry {
+        ImageEntry {
+            container: "app".into(),
+            container_kind: ContainerKind::InitContainer,
+            reference: ImageRef::parse(image),
+            evidence: None,
+            scan: ScanState::NotRequested,
+            lifecycle: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_image_entry_names_container_reference_parts_and_unknown_evidence() {
+        let value = image(&entry("nginx"));
+        assert_eq!(
+            value["container"],
+            json!({"name": "app", "kind": "initContainer"})
+        );
+        assert_eq!(value["image"], "nginx");
+        assert_eq!(value["reference"], "docker.io/library/nginx:latest");
+        assert_eq!(value["registry"], "docker.io");
+        assert_eq!(value["repository"], "library/nginx");
+        assert_eq!(value["tag"], "latest");
+        assert_eq!(value["tagWritten"], false);
+        assert_eq!(value["digest"], Value::Null);
+        assert_eq!(value["pinned"], false);
+        assert_eq!(value["signatures"]["state"], "notChecked");
+        assert_eq!(value["scan"]["state"], "notRequested");
+        assert_eq!(value["facts"], json!({}));
+    }
+
+    #[test]
+    fn verified_signers_resolved_digest_and_scan_summary_are_included() {
+        let mut e = entry("ghcr.io/acme/app:1.0");
+        e.evidence = Some(Ok(ImageEvidence {
+            digest: Some("sha256:abc".into()),
+            signatures: SignatureEvidence::Verified {
+                signers: vec!["team.pub".into()],
+            },
+        }));
+        e.scan = ScanState::Found(Arc::new(ScanReport {
+            digest: "sha256:abc".into(),
+            scanned_at: OffsetDateTime::UNIX_EPOCH,
+            source: "trivy".into(),
+            vulnerabilities: vec![Vulnerability {
+                id: "CVE-1".into(),
+                package: "openssl".into(),
+                installed_version: "1".into(),
+                fixed_version: "2".into(),
+                severity: Severity::Critical,
+                target: "alpine".into(),
+                title: "bad".into(),
+            }],
+        }));
+        let value = image(&e);
+        assert_eq!(value["digest"], "sha256:abc");
+        assert_eq!(
+            value["pinned"], false,
+            "resolved by the registry, not written"
+        );
+        assert_eq!(
+            value["signatures"],
+            json!({"state": "verified", "signers": ["team.pub"]})
+        );
+        assert_eq!(value["scan"]["state"], "found");
+        assert_eq!(value["scan"]["summary"]["critical"], 1);
+        assert_eq!(value["scan"]["summary"]["fixable"], 1);
+        assert_eq!(
+            value["scan"]["summary"]["scannedAt"],
+            "1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn an_invalid_reference_keeps_what_was_written_and_why() {
+        let value = image(&entry("Not Valid"));
+        assert_eq!(value["image"], "Not Valid");
+        assert_eq!(value["reference"], Value::Null);
+        assert!(value["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+
+    #[test]
+    fn the_document_has_review_parameters_images_and_now() {
+        let doc = InputDocument::new(
+            json!({"operation": "CREATE"}),
+            &[entry("nginx:1.27")],
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        let with = doc.with_parameters(Some(&json!({"max": 1})));
+        assert_eq!(with["review"]["operation"], "CREATE");
+        assert_eq!(with["parameters"], json!({"max": 1}));
+        assert_eq!(with["images"][0]["tag"], "1.27");
+        assert_eq!(with["now"], "1970-01-01T00:00:00Z");
+        assert_eq!(doc.with_parameters(None)["parameters"], json!({}));
+    }
+}
