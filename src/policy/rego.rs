@@ -259,7 +259,32 @@ impl RegoBundle {
         package: &Package,
         input: regorus::Value,
     ) -> Result<RegoOutcome, String> {
-        let mut engine = self.prepared.clone();
+        self.session().evaluate(package, input)
+    }
+
+    /// A clone of the prepared engine for several evaluations in a row (the policies of one
+    /// review): each evaluation sets its own input.
+    pub fn session(&self) -> RegoSession {
+        RegoSession {
+            engine: self.prepared.clone(),
+        }
+    }
+}
+
+/// A clone of the prepared engine, owned by one evaluating thread.
+#[derive(Debug, Clone)]
+pub struct RegoSession {
+    engine: regorus::Engine,
+}
+
+impl RegoSession {
+    /// Evaluates one package's result rules on `input`.
+    pub fn evaluate(
+        &mut self,
+        package: &Package,
+        input: regorus::Value,
+    ) -> Result<RegoOutcome, String> {
+        let engine = &mut self.engine;
         engine.set_input(input);
         let mut outcome = RegoOutcome::default();
         for rule in &package.rules {
@@ -275,7 +300,9 @@ impl RegoBundle {
         }
         Ok(outcome)
     }
+}
 
+impl RegoBundle {
     /// Evaluates one `test_` rule with no input: `Ok(true)` when it is true.
     pub fn run_test(&self, package: &Package, rule: &str) -> Result<bool, String> {
         let mut engine = self.prepared.clone();
