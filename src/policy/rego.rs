@@ -749,6 +749,36 @@ warn contains "always" if true
     }
 
     #[test]
+    fn folders_are_searched_recursively_in_path_order_skipping_hidden_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("b/deeper")).unwrap();
+        std::fs::create_dir_all(root.join("..data")).unwrap();
+        for file in [
+            "z.rego",
+            "a.rego",
+            "b/deeper/c.rego",
+            "..data/hidden.rego",
+            "notes.md",
+        ] {
+            std::fs::write(root.join(file), "package x\n").unwrap();
+        }
+        let found: Vec<_> = rego_files(root)
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(found, ["a.rego", "b/deeper/c.rego", "z.rego"]);
+        let settings = RegoSettings {
+            paths: vec![crate::config::RegoPath::Plain(root.join("b/deeper/none"))],
+            ..RegoSettings::default()
+        };
+        std::fs::create_dir_all(root.join("b/deeper/none")).unwrap();
+        let err = RegoBundle::load(&settings).unwrap_err().to_string();
+        assert!(err.contains("no .rego files found"), "{err}");
+    }
+
+    #[test]
     fn test_rules_are_found() {
         let bundle = compile(&[(
             "t.rego",
