@@ -116,10 +116,32 @@ fn prepared_vs_fresh(c: &mut Criterion) {
     let prepared =
         RegoBundle::compile(vec![source.clone()], timeout).unwrap_or_else(|err| panic!("{err}"));
     let mut group = c.benchmark_group("policy/one-evaluation");
+    // What every review with Rego policies pays before any policy runs: the AdmissionRequest
+    // as JSON, the input document, and its conversion for regorus.
+    let request = portcullis::admission::parse(&fixture("deployment-compliant"))
+        .unwrap_or_else(|err| panic!("{err}"));
+    group.bench_function("input-document", |b| {
+        b.iter(|| {
+            let review = serde_json::to_value(&request).unwrap_or_default();
+            let document = portcullis::policy::input::InputDocument::new(
+                review,
+                &[],
+                time::OffsetDateTime::UNIX_EPOCH,
+            );
+            black_box(document.regorus_base().clone())
+        })
+    });
     group.bench_function("prepared-and-cloned", |b| {
         b.iter(|| {
             let package = &prepared.packages()[0];
             black_box(prepared.evaluate(package, regorus::Value::from(input.clone())))
+        })
+    });
+    let mut session = prepared.session();
+    group.bench_function("prepared-reused", |b| {
+        b.iter(|| {
+            let package = &prepared.packages()[0];
+            black_box(session.evaluate(package, regorus::Value::from(input.clone())))
         })
     });
     group.bench_function("fresh-engine", |b| {

@@ -1,6 +1,8 @@
 //! The review engine: one admission request in, one verdict out. It finds the images of the
 //! object, gathers evidence for those an image policy asks about (bounded by the request's
-//! deadline), runs every policy and hands the findings to the pure decision core.
+//! deadline), runs every policy (built-in rules inline; Rego policies, which read the input
+//! document, on the blocking pool under the same deadline) and hands the findings to the pure
+//! decision core. Its identity covers the configuration and every loaded Rego file.
 //!
 //! What is judged:
 //! * CREATE: every container of the object.

@@ -1,7 +1,7 @@
 //! portcullis: a Kubernetes validating admission webhook that lets only trusted images run.
 //!
-//! The request path is `server` → `admission` → `engine` (gathers `evidence`, runs `policy`)
-//! → `decision`. Everything from `reference` to `decision` is pure; I/O sits in `server`,
+//! The request path is `server` → `admission` → `engine` (gathers `evidence`, runs `policy`:
+//! built-in rules and Rego modules) → `decision`. Everything from `reference` to `decision` is pure; I/O sits in `server`,
 //! `evidence` sources and `cli`.
 
 pub mod admission;

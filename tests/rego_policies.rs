@@ -532,3 +532,38 @@ fn a_forced_syntax_refuses_the_other_one() {
     let err = try_engine(&forced("v1")).unwrap_err().to_string();
     assert!(err.contains("labels.rego:"), "{err}");
 }
+
+#[test]
+fn check_denies_manifests_with_a_rego_policy_and_names_it() {
+    let policies = Policies::new(&[("disallowed-tags.rego", DISALLOWED_TAGS)]);
+    let config = policies.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        policies.config(
+            "",
+            "    policies:\n      - package: k8sdisallowedtags\n        parameters: {tags: [latest]}\n",
+        ),
+    )
+    .unwrap();
+    let manifest = policies.path().join("pod.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec:\n  containers: [{name: app, image: \"nginx:latest\"}]\n",
+    )
+    .unwrap();
+    let output = portcullis(&[
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "-o",
+        "json",
+        manifest.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(results[0]["findings"][0]["rule"], "k8sdisallowedtags");
+    assert_eq!(
+        results[0]["findings"][0]["found"],
+        "container <app> uses a disallowed tag <nginx:latest>; disallowed tags are [\"latest\"]"
+    );
+}

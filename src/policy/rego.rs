@@ -259,7 +259,32 @@ impl RegoBundle {
         package: &Package,
         input: regorus::Value,
     ) -> Result<RegoOutcome, String> {
-        let mut engine = self.prepared.clone();
+        self.session().evaluate(package, input)
+    }
+
+    /// A clone of the prepared engine for several evaluations in a row (the policies of one
+    /// review): each evaluation sets its own input.
+    pub fn session(&self) -> RegoSession {
+        RegoSession {
+            engine: self.prepared.clone(),
+        }
+    }
+}
+
+/// A clone of the prepared engine, owned by one evaluating thread.
+#[derive(Debug, Clone)]
+pub struct RegoSession {
+    engine: regorus::Engine,
+}
+
+impl RegoSession {
+    /// Evaluates one package's result rules on `input`.
+    pub fn evaluate(
+        &mut self,
+        package: &Package,
+        input: regorus::Value,
+    ) -> Result<RegoOutcome, String> {
+        let engine = &mut self.engine;
         engine.set_input(input);
         let mut outcome = RegoOutcome::default();
         for rule in &package.rules {
@@ -275,7 +300,9 @@ impl RegoBundle {
         }
         Ok(outcome)
     }
+}
 
+impl RegoBundle {
     /// Evaluates one `test_` rule with no input: `Ok(true)` when it is true.
     pub fn run_test(&self, package: &Package, rule: &str) -> Result<bool, String> {
         let mut engine = self.prepared.clone();
@@ -719,6 +746,36 @@ warn contains "always" if true
         assert_eq!(found[1].mode, Mode::Audit);
         let enforced = findings("p", Mode::Enforce, &outcome, &[]);
         assert_eq!(enforced[1].mode, Mode::Warn);
+    }
+
+    #[test]
+    fn folders_are_searched_recursively_in_path_order_skipping_hidden_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("b/deeper")).unwrap();
+        std::fs::create_dir_all(root.join("..data")).unwrap();
+        for file in [
+            "z.rego",
+            "a.rego",
+            "b/deeper/c.rego",
+            "..data/hidden.rego",
+            "notes.md",
+        ] {
+            std::fs::write(root.join(file), "package x\n").unwrap();
+        }
+        let found: Vec<_> = rego_files(root)
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(found, ["a.rego", "b/deeper/c.rego", "z.rego"]);
+        let settings = RegoSettings {
+            paths: vec![crate::config::RegoPath::Plain(root.join("b/deeper/none"))],
+            ..RegoSettings::default()
+        };
+        std::fs::create_dir_all(root.join("b/deeper/none")).unwrap();
+        let err = RegoBundle::load(&settings).unwrap_err().to_string();
+        assert!(err.contains("no .rego files found"), "{err}");
     }
 
     #[test]
