@@ -13,11 +13,14 @@ use serde::Serialize;
 
 use crate::admission;
 use crate::config::{ConfigError, LoadedConfig};
+use crate::credentials::{KubePullSecrets, PullSecretSource};
 use crate::decision::{Outcome, Verdict};
 use crate::engine::{Engine, EngineBuilder, EngineError};
-use crate::evidence::{EvidenceSource, NoRegistry};
+use crate::evidence::EvidenceSource;
 use crate::manifests::{self, ManifestError, ManifestObject};
 use crate::policy::Subject;
+use crate::registry::RegistryClient;
+use crate::registry_evidence::{RegistryEvidence, RegistryEvidenceError};
 use crate::scan::operator::OperatorReports;
 use crate::scan::trivy::{TrivyDirectory, TrivyError};
 use crate::scan::{NewestOf, NoScans, ScanSettings, ScanSource};
@@ -167,8 +170,10 @@ pub enum CliError {
     Watch(#[from] crate::watch::WatchError),
     #[error("internal lock poisoned")]
     Poisoned,
-    #[error("scans.trivyOperator needs access to the Kubernetes API: {0}")]
+    #[error("scans.trivyOperator and evidence.pullSecrets need access to the Kubernetes API: {0}")]
     Cluster(String),
+    #[error(transparent)]
+    Evidence(#[from] RegistryEvidenceError),
 }
 
 impl CliError {
@@ -181,7 +186,8 @@ impl CliError {
             | CliError::Manifest(_)
             | CliError::Input { .. }
             | CliError::Scans(_)
-            | CliError::Cluster(_) => 2,
+            | CliError::Cluster(_)
+            | CliError::Evidence(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -201,12 +207,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// The evidence source for this build: no registry client yet, so signature requirements
-/// stay unmet (fail closed).
-fn evidence_source() -> Arc<dyn EvidenceSource> {
-    Arc::new(NoRegistry)
-}
-
 /// The I/O parts an engine needs (evidence and scan sources), kept across configuration
 /// reloads so caches and indexes survive when the configuration names the same sources.
 #[derive(Default)]
@@ -219,6 +219,18 @@ pub struct Components {
     cluster: Option<Result<kube::Client, String>>,
     /// Trivy Operator reports and their watch task, while the configuration enables them.
     operator: Mutex<Option<OperatorInUse>>,
+    /// The registry evidence source and the settings it was built from: reused across
+    /// reloads that keep `registries` and `evidence`, so its caches survive.
+    registry: Mutex<Option<RegistryInUse>>,
+}
+
+#[derive(Debug)]
+struct RegistryInUse {
+    settings: (
+        Vec<crate::config::RegistrySettings>,
+        crate::config::EvidenceSettings,
+    ),
+    client: Arc<RegistryClient>,
 }
 
 impl std::fmt::Debug for Components {
@@ -268,6 +280,7 @@ impl Components {
             watch,
             cluster: None,
             operator: Mutex::new(None),
+            registry: Mutex::new(None),
         })
     }
 
@@ -278,13 +291,65 @@ impl Components {
             watch: true,
             cluster: Some(cluster),
             operator: Mutex::new(None),
+            registry: Mutex::new(None),
         })
     }
 
     /// An engine for `loaded`, with the sources it names.
     pub fn engine(&self, loaded: LoadedConfig) -> Result<Engine, CliError> {
         let scans = self.scan_source(&loaded.config.scans)?;
-        Ok(Engine::new(loaded, evidence_source())?.with_scans(scans))
+        let evidence = self.evidence_source(&loaded.config)?;
+        Ok(Engine::new(loaded, evidence)?.with_scans(scans))
+    }
+
+    /// The registry evidence source: keys and trust roots are read now (a bad one refuses
+    /// the configuration); the registry client (connections, limits) is kept across reloads
+    /// that do not change `registries` or `evidence`.
+    fn evidence_source(
+        &self,
+        config: &crate::config::Config,
+    ) -> Result<Arc<dyn EvidenceSource>, CliError> {
+        for policy in &config.image_policies {
+            crate::signature::Authorities::compile(policy)
+                .map_err(|err| CliError::Evidence(err.into()))?;
+        }
+        let wanted = (config.registries.clone(), config.evidence.clone());
+        let client = {
+            let mut registry = self.registry.lock().map_err(|_| CliError::Poisoned)?;
+            match registry.as_ref().filter(|r| r.settings == wanted) {
+                Some(in_use) => in_use.client.clone(),
+                None => {
+                    let client = Arc::new(
+                        RegistryClient::new(&config.registries, &config.evidence)
+                            .map_err(|err| CliError::Evidence(err.into()))?,
+                    );
+                    *registry = Some(RegistryInUse {
+                        settings: wanted,
+                        client: client.clone(),
+                    });
+                    client
+                }
+            }
+        };
+        let pull_secrets: Option<Arc<dyn PullSecretSource>> = if config.evidence.pull_secrets {
+            match &self.cluster {
+                None => {
+                    tracing::warn!(
+                        "evidence.pullSecrets is only read by `serve`; using configured credentials"
+                    );
+                    None
+                }
+                Some(Err(why)) => return Err(CliError::Cluster(why.clone())),
+                Some(Ok(client)) => Some(Arc::new(KubePullSecrets::new(client.clone()))),
+            }
+        } else {
+            None
+        };
+        Ok(Arc::new(RegistryEvidence::with_registry(
+            client,
+            config.evidence.clone(),
+            pull_secrets,
+        )))
     }
 
     fn scan_source(&self, settings: &ScanSettings) -> Result<Arc<dyn ScanSource>, CliError> {
