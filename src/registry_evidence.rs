@@ -240,12 +240,13 @@ impl RegistryEvidence {
                     matches!(err, RegistryError::Unavailable(_) | RegistryError::Timeout);
                 match self.known_tags.get(&key).await {
                     Some(known) if transient => {
+                        // Digest first: warnings are cut at 120 characters.
                         notes.push(format!(
-                            "{}: registry {} failed ({err}); judged the digest the tag named {}s ago ({})",
-                            image.written(),
-                            image.registry(),
+                            "judged {} (tag {} resolved {}s ago; registry {} failed: {err})",
+                            known.digest,
+                            image.tag().unwrap_or("latest"),
                             known.at.elapsed().as_secs(),
-                            known.digest
+                            image.registry(),
                         ));
                         Ok(Some(known.digest))
                     }
