@@ -185,7 +185,7 @@ async fn signatures_made_by_the_sigstore_crate_verify_for_every_key_type() {
     {
         let repository = format!("team/app{index}");
         let digest = setup.push_image(&repository, "v1", &format!("key-type-{index}"));
-        let pem = sigstore_sign(&setup.registry, &repository, &digest, scheme.clone()).await;
+        let pem = sigstore_sign(&setup.registry, &repository, &digest, scheme).await;
         let key_path = setup.key_file(&format!("key{index}.pub"), &pem);
         let yaml = setup.config("", &setup.key_policy(&[&key_path]));
         let router = webhook(&yaml, source(&yaml));
