@@ -17,8 +17,9 @@ use portcullis::evidence::{EvidenceSource, GatherContext, ImageEvidence, Signatu
 use portcullis::reference::ImageRef;
 use portcullis::registry_evidence::RegistryEvidence;
 use registry_support::{
-    ImageSpec, IndependentKey, Layout, Mode, Registry, push_attestations, push_signature_layers,
-    sigstore_sign, simple_signing_payload, write_file,
+    ImageSpec, IndependentKey, Layout, Mode, PrivateSigstore, Registry, push_attestations,
+    push_signature_layers, push_signature_layers_annotated, sigstore_sign, simple_signing_payload,
+    write_file,
 };
 use serde_json::{Value, json};
 
@@ -810,4 +811,151 @@ async fn a_tag_that_does_not_exist_is_denied_not_an_error() {
         "{}",
         message(&answer)
     );
+}
+
+/// Keyless cases against a private Sigstore-style chain made by the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_signatures_are_checked_against_the_trusted_root_issuer_subject_and_rekor_time() {
+    let setup = Setup::new(Mode::Plain);
+    let sigstore = PrivateSigstore::new();
+    let root = write_file(
+        setup.keys.path(),
+        "trusted_root.json",
+        &sigstore.trusted_root_json(),
+    );
+    let issuer = "https://issuer.example";
+    let subject = "dev@example.com";
+    let now = time::OffsetDateTime::now_utc();
+    let policy = |identity: &str| {
+        format!(
+            "      keyless:\n        - {identity}\n      trustedRoot: {}\n",
+            root.display()
+        )
+    };
+    let exact = setup.config(
+        "",
+        &policy(&format!("{{issuer: \"{issuer}\", subject: \"{subject}\"}}")),
+    );
+    let by_pattern = setup.config(
+        "",
+        &policy(
+            "{issuerRegExp: \"https://issuer\\\\.example\", subjectRegExp: \".*@example\\\\.com\"}",
+        ),
+    );
+    let other_issuer = setup.config(
+        "",
+        &policy(&format!(
+            "{{issuer: \"https://other.example\", subject: \"{subject}\"}}"
+        )),
+    );
+    let other_subject = setup.config(
+        "",
+        &policy(&format!(
+            "{{issuer: \"{issuer}\", subject: \"ops@example.com\"}}"
+        )),
+    );
+
+    let mut case = 0;
+    let mut sign = |certificate_from: &PrivateSigstore,
+                    not_before: time::OffsetDateTime,
+                    minutes: i64,
+                    integrated: Option<i64>| {
+        case += 1;
+        let repository = format!("team/keyless{case}");
+        let digest = setup.push_image(&repository, "v1", &format!("keyless-{case}"));
+        let signer = certificate_from.issue(issuer, subject, not_before, minutes);
+        let reference = format!("{}/{repository}", setup.registry.host);
+        let payload = simple_signing_payload(&reference, &digest);
+        let annotations = signer.annotations(integrated.map(|t| (&sigstore, t)), &payload);
+        (repository, digest, payload, annotations)
+    };
+
+    // Signed now with a fresh certificate and a Rekor entry inside its validity.
+    let fresh = sign(
+        &sigstore,
+        now - time::Duration::minutes(1),
+        10,
+        Some(now.unix_timestamp()),
+    );
+    // The certificate expired long ago, but Rekor saw the signature while it was valid.
+    let expired_logged = sign(
+        &sigstore,
+        now - time::Duration::hours(2),
+        10,
+        Some((now - time::Duration::hours(2) + time::Duration::minutes(5)).unix_timestamp()),
+    );
+    // Expired certificate, Rekor time after its expiry: no valid timestamp.
+    let expired_late = sign(
+        &sigstore,
+        now - time::Duration::hours(2),
+        10,
+        Some(now.unix_timestamp()),
+    );
+    // Expired certificate and no bundle at all.
+    let expired_unlogged = sign(&sigstore, now - time::Duration::hours(2), 10, None);
+    // A certificate from a CA the trusted root does not name.
+    let stranger = PrivateSigstore::new();
+    let untrusted = sign(
+        &stranger,
+        now - time::Duration::minutes(1),
+        10,
+        Some(now.unix_timestamp()),
+    );
+
+    for (repository, digest, payload, annotations) in [
+        &fresh,
+        &expired_logged,
+        &expired_late,
+        &expired_unlogged,
+        &untrusted,
+    ] {
+        push_signature_layers_annotated(
+            &setup.registry,
+            repository,
+            digest,
+            vec![(payload.clone(), annotations.clone())],
+        )
+        .await;
+    }
+    let image = |signed: &(
+        String,
+        String,
+        Vec<u8>,
+        std::collections::BTreeMap<String, String>,
+    )| { format!("{}/{}:v1", setup.registry.host, signed.0) };
+    for (name, yaml, signed, expected) in [
+        ("exact identity", &exact, &fresh, true),
+        ("identity by pattern", &by_pattern, &fresh, true),
+        (
+            "expired certificate logged in time",
+            &exact,
+            &expired_logged,
+            true,
+        ),
+        ("wrong issuer", &other_issuer, &fresh, false),
+        ("wrong subject", &other_subject, &fresh, false),
+        (
+            "expired certificate, logged too late",
+            &exact,
+            &expired_late,
+            false,
+        ),
+        (
+            "expired certificate, not logged",
+            &exact,
+            &expired_unlogged,
+            false,
+        ),
+        ("untrusted CA", &exact, &untrusted, false),
+    ] {
+        let answer = review(&webhook(yaml, source(yaml)), &image(signed)).await;
+        assert_eq!(allowed(&answer), expected, "{name}: {answer}");
+        if !expected {
+            assert!(
+                message(&answer).contains("expected a signature by keyless issuer="),
+                "{name}: {}",
+                message(&answer)
+            );
+        }
+    }
 }

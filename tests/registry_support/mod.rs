@@ -19,7 +19,7 @@ use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use p256::ecdsa::signature::Signer as _;
-use p256::pkcs8::EncodePublicKey;
+use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -514,15 +514,36 @@ async fn push_artifact(registry: &Registry, repository: &str, tag: &str, layers:
     install_crypto_provider();
     let client = Client::new(registry.client_config());
     let reference = Reference::with_tag(registry.host.clone(), repository.into(), tag.into());
-    let config = Config::oci_v1(b"{}".to_vec(), None);
-    let manifest = OciImageManifest::build(&layers, &config, None);
     client
-        .push(
+        .auth(
             &reference,
-            &layers,
-            config,
             &registry.auth(),
-            Some(manifest),
+            oci_client::RegistryOperation::Push,
+        )
+        .await
+        .unwrap();
+    let config = Config::oci_v1(b"{}".to_vec(), None);
+    client
+        .push_blob(&reference, config.data.clone(), &config.sha256_digest())
+        .await
+        .unwrap();
+    for layer in &layers {
+        client
+            .push_blob(&reference, layer.data.clone(), &layer.sha256_digest())
+            .await
+            .unwrap();
+    }
+    let mut manifest = OciImageManifest::build(&layers, &config, None);
+    manifest.media_type = Some("application/vnd.oci.image.manifest.v1+json".into());
+    // Plain serde_json, as cosign (Go) writes it: oci-client's canonical form leaves the
+    // newlines of a PEM certificate unescaped, which distribution refuses.
+    client
+        .push_manifest_raw(
+            &reference,
+            serde_json::to_vec(&manifest).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json"
+                .parse()
+                .unwrap(),
         )
         .await
         .unwrap();
@@ -641,4 +662,195 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let mut file = std::fs::File::create(&path).unwrap();
     file.write_all(text.as_bytes()).unwrap();
     path
+}
+
+/// Pushes a `.sig` manifest whose layers carry any annotations (certificate, Rekor bundle).
+pub async fn push_signature_layers_annotated(
+    registry: &Registry,
+    repository: &str,
+    digest: &str,
+    layers: Vec<(Vec<u8>, BTreeMap<String, String>)>,
+) {
+    let layers = layers
+        .into_iter()
+        .map(|(payload, annotations)| {
+            ImageLayer::new(
+                payload,
+                "application/vnd.dev.cosign.simplesigning.v1+json".into(),
+                Some(annotations),
+            )
+        })
+        .collect();
+    push_artifact(
+        registry,
+        repository,
+        &format!("{}.sig", digest.replace(':', "-")),
+        layers,
+    )
+    .await;
+}
+
+/// A private Sigstore-style deployment made by the test: a Fulcio-like CA issuing short-lived
+/// code-signing certificates with the OIDC issuer extension, and a Rekor-like log key that
+/// signs bundle entries (the Signed Entry Timestamp). Its `trusted_root_json` names both.
+pub struct PrivateSigstore {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    ca_der: Vec<u8>,
+    rekor: p256::ecdsa::SigningKey,
+}
+
+/// A keyless signing identity: its certificate (PEM) and the key it certifies.
+pub struct KeylessSigner {
+    pub certificate_pem: String,
+    key: IndependentKey,
+}
+
+impl PrivateSigstore {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test fulcio");
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let ca = CertifiedIssuer::self_signed(params, key).unwrap();
+        let ca_der = ca.der().to_vec();
+        Self {
+            ca,
+            ca_der,
+            rekor: p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng),
+        }
+    }
+
+    fn rekor_der(&self) -> Vec<u8> {
+        self.rekor
+            .verifying_key()
+            .to_public_key_der()
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// The Sigstore `TrustedRoot` document naming this CA and this log.
+    pub fn trusted_root_json(&self) -> String {
+        let rekor = self.rekor_der();
+        json!({
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [{
+                "baseUrl": "https://rekor.test.invalid",
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": {"rawBytes": BASE64.encode(&rekor),
+                              "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                              "validFor": {"start": "2020-01-01T00:00:00Z"}},
+                "logId": {"keyId": BASE64.encode(Sha256::digest(&rekor))}
+            }],
+            "certificateAuthorities": [{
+                "subject": {"organization": "test", "commonName": "test fulcio"},
+                "uri": "https://fulcio.test.invalid",
+                "certChain": {"certificates": [{"rawBytes": BASE64.encode(&self.ca_der)}]},
+                "validFor": {"start": "2020-01-01T00:00:00Z"}
+            }],
+            "ctlogs": [],
+            "timestampAuthorities": []
+        })
+        .to_string()
+    }
+
+    /// A code-signing certificate for `subject` (an email) from OIDC `issuer`, valid from
+    /// `not_before` for `minutes`.
+    pub fn issue(
+        &self,
+        issuer: &str,
+        subject: &str,
+        not_before: time::OffsetDateTime,
+        minutes: i64,
+    ) -> KeylessSigner {
+        let key = IndependentKey::generate();
+        let pem = key
+            .key
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap()
+            .to_string();
+        let rcgen_key = KeyPair::from_pem(&pem).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(subject.try_into().unwrap())];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        params.not_before = not_before;
+        params.not_after = not_before + time::Duration::minutes(minutes);
+        params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+            issuer.as_bytes().to_vec(),
+        )];
+        let certificate = params.signed_by(&rcgen_key, &self.ca).unwrap();
+        KeylessSigner {
+            certificate_pem: certificate.pem(),
+            key,
+        }
+    }
+
+    /// Cosign's bundle annotation for a signature made at `integrated_time`: the Rekor
+    /// entry and its Signed Entry Timestamp (the log key over the canonical JSON payload).
+    pub fn bundle(
+        &self,
+        signature_b64: &str,
+        certificate_pem: &str,
+        payload: &[u8],
+        integrated_time: i64,
+    ) -> String {
+        let body = json!({
+            "apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {"data": {"hash": {"algorithm": "sha256", "value": sha256_hex(payload)}},
+                     "signature": {"content": signature_b64,
+                                   "publicKey": {"content": BASE64.encode(certificate_pem)}}}
+        });
+        let body = BASE64.encode(body.to_string());
+        let log_id = sha256_hex(&self.rekor_der());
+        // RFC 8785 canonical form: keys sorted, no spaces.
+        let canonical = format!(
+            "{{\"body\":\"{body}\",\"integratedTime\":{integrated_time},\"logID\":\"{log_id}\",\"logIndex\":7}}"
+        );
+        let set: p256::ecdsa::Signature = self.rekor.sign(canonical.as_bytes());
+        json!({
+            "SignedEntryTimestamp": BASE64.encode(set.to_der().as_bytes()),
+            "Payload": {"body": body, "integratedTime": integrated_time, "logIndex": 7, "logID": log_id}
+        })
+        .to_string()
+    }
+}
+
+impl KeylessSigner {
+    /// The `.sig` layer annotations for `payload`, with a bundle from `sigstore` made at
+    /// `integrated_time` (`None`: no bundle).
+    pub fn annotations(
+        &self,
+        sigstore: Option<(&PrivateSigstore, i64)>,
+        payload: &[u8],
+    ) -> BTreeMap<String, String> {
+        let signature = self.key.sign_base64(payload);
+        let mut annotations = BTreeMap::from([
+            (
+                "dev.cosignproject.cosign/signature".to_owned(),
+                signature.clone(),
+            ),
+            (
+                "dev.sigstore.cosign/certificate".to_owned(),
+                self.certificate_pem.clone(),
+            ),
+        ]);
+        if let Some((log, integrated_time)) = sigstore {
+            annotations.insert(
+                "dev.sigstore.cosign/bundle".to_owned(),
+                log.bundle(&signature, &self.certificate_pem, payload, integrated_time),
+            );
+        }
+        annotations
+    }
 }
