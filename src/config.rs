@@ -947,6 +947,39 @@ mod tests {
     }
 
     #[test]
+    fn signature_and_evidence_keys_are_validated_with_their_paths() {
+        let yaml = "evidence:\n  platform: linux\n  maxAttempts: 0\nregistries:\n  - host: r.io\n    credentials: {username: u}\nimagePolicies:\n  - name: p\n    images: [\"r.io/**\"]\n    signatures:\n      keyless:\n        - {issuer: \"https://i\", subjectRegExp: \"(\"}\n        - {issuer: \"https://i\"}\n      threshold: 3\n      mirrorOf: [\"a/[\"]\n";
+        let err = LoadedConfig::from_yaml(yaml, "t").err();
+        let Some(ConfigError::Invalid { problems, .. }) = err else {
+            unreachable!("expected validation problems, got {err:?}")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "registries[0].credentials",
+                "imagePolicies[0].signatures.threshold",
+                "imagePolicies[0].signatures.trustedRoot",
+                "imagePolicies[0].signatures.keyless[0].subjectRegExp",
+                "imagePolicies[0].signatures.keyless[1]",
+                "imagePolicies[0].signatures.mirrorOf[0]",
+                "evidence.platform",
+                "evidence.maxAttempts",
+            ]
+        );
+    }
+
+    #[test]
+    fn evidence_defaults_are_documented_values() {
+        let config = LoadedConfig::from_yaml("", "t").map(|l| l.config).ok();
+        let evidence = config.map(|c| c.evidence).unwrap_or_default();
+        assert_eq!(evidence.platform, "linux/amd64");
+        assert_eq!(evidence.tag_ttl_seconds, 60);
+        assert_eq!(evidence.max_staleness_seconds, 300);
+        assert!(!evidence.pull_secrets);
+    }
+
+    #[test]
     fn port_ranges_parse() {
         assert_eq!(parse_port_range("80"), Ok(80..=80));
         assert_eq!(parse_port_range("8000-8999"), Ok(8000..=8999));
