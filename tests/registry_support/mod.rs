@@ -180,6 +180,14 @@ impl Registry {
         self.log_text().matches(&needle).count()
     }
 
+    /// Access-log lines of every request the registry served so far.
+    pub fn request_count(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains(" HTTP/1.1\"") || line.contains(" HTTP/2.0\""))
+            .count()
+    }
+
     /// Every access-log line for manifests of `repository`.
     pub fn manifest_requests(&self, repository: &str) -> Vec<String> {
         let needle = format!("/v2/{repository}/manifests/");
