@@ -170,8 +170,10 @@ pub enum CliError {
     Watch(#[from] crate::watch::WatchError),
     #[error("internal lock poisoned")]
     Poisoned,
-    #[error("scans.trivyOperator and evidence.pullSecrets need access to the Kubernetes API: {0}")]
+    #[error("scans.trivyOperator needs access to the Kubernetes API: {0}")]
     Cluster(String),
+    #[error("evidence.pullSecrets needs access to the Kubernetes API: {0}")]
+    PullSecretsCluster(String),
     #[error(transparent)]
     Evidence(#[from] RegistryEvidenceError),
 }
@@ -187,6 +189,7 @@ impl CliError {
             | CliError::Input { .. }
             | CliError::Scans(_)
             | CliError::Cluster(_)
+            | CliError::PullSecretsCluster(_)
             | CliError::Evidence(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
@@ -339,7 +342,7 @@ impl Components {
                     );
                     None
                 }
-                Some(Err(why)) => return Err(CliError::Cluster(why.clone())),
+                Some(Err(why)) => return Err(CliError::PullSecretsCluster(why.clone())),
                 Some(Ok(client)) => Some(Arc::new(KubePullSecrets::new(client.clone()))),
             }
         } else {
