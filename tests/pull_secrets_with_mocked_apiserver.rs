@@ -192,3 +192,52 @@ async fn with_the_apiserver_mocked_other_secret_types_are_ignored() {
         .unwrap();
     assert!(configs.is_empty());
 }
+
+#[test]
+fn serve_refuses_pull_secrets_without_cluster_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "evidence:\n  pullSecrets: true\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", &path.display().to_string()])
+        .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("evidence.pullSecrets needs access to the Kubernetes API"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_validate_refuses_a_key_that_is_not_a_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("team.pub");
+    std::fs::write(
+        &key,
+        "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "imagePolicies:\n  - name: team\n    images: [\"ghcr.io/**\"]\n    signatures:\n      keys: [{{path: {}}}]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["config", "validate", &path.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a supported public key"), "{stderr}");
+    assert!(stderr.contains("team.pub"), "{stderr}");
+}
