@@ -233,7 +233,7 @@ struct RegistryInUse {
         Vec<crate::config::RegistrySettings>,
         crate::config::EvidenceSettings,
     ),
-    client: Arc<RegistryClient>,
+    source: Arc<RegistryEvidence>,
 }
 
 impl std::fmt::Debug for Components {
@@ -306,8 +306,8 @@ impl Components {
     }
 
     /// The registry evidence source: keys and trust roots are read now (a bad one refuses
-    /// the configuration); the registry client (connections, limits) is kept across reloads
-    /// that do not change `registries` or `evidence`.
+    /// the configuration); the source, with its caches, connections and limits, is kept
+    /// across reloads that do not change `registries` or `evidence`.
     fn evidence_source(
         &self,
         config: &crate::config::Config,
@@ -317,23 +317,17 @@ impl Components {
                 .map_err(|err| CliError::Evidence(err.into()))?;
         }
         let wanted = (config.registries.clone(), config.evidence.clone());
-        let client = {
-            let mut registry = self.registry.lock().map_err(|_| CliError::Poisoned)?;
-            match registry.as_ref().filter(|r| r.settings == wanted) {
-                Some(in_use) => in_use.client.clone(),
-                None => {
-                    let client = Arc::new(
-                        RegistryClient::new(&config.registries, &config.evidence)
-                            .map_err(|err| CliError::Evidence(err.into()))?,
-                    );
-                    *registry = Some(RegistryInUse {
-                        settings: wanted,
-                        client: client.clone(),
-                    });
-                    client
-                }
-            }
-        };
+        let mut registry = self.registry.lock().map_err(|_| CliError::Poisoned)?;
+        if let Some(in_use) = registry.as_ref().filter(|r| r.settings == wanted) {
+            // Same registries and evidence settings: keep the caches. Verification results
+            // are keyed by the authorities' fingerprint, so changed keys are never served
+            // from them.
+            return Ok(in_use.source.clone());
+        }
+        let client = Arc::new(
+            RegistryClient::new(&config.registries, &config.evidence)
+                .map_err(|err| CliError::Evidence(err.into()))?,
+        );
         let pull_secrets: Option<Arc<dyn PullSecretSource>> = if config.evidence.pull_secrets {
             match &self.cluster {
                 None => {
@@ -348,11 +342,16 @@ impl Components {
         } else {
             None
         };
-        Ok(Arc::new(RegistryEvidence::with_registry(
+        let source = Arc::new(RegistryEvidence::with_registry(
             client,
             config.evidence.clone(),
             pull_secrets,
-        )))
+        ));
+        *registry = Some(RegistryInUse {
+            settings: wanted,
+            source: source.clone(),
+        });
+        Ok(source)
     }
 
     fn scan_source(&self, settings: &ScanSettings) -> Result<Arc<dyn ScanSource>, CliError> {
