@@ -18,6 +18,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use sigstore::cosign::signature_layers::CertificateSubject;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
+use sigstore::cosign::payload::simple_signing::SimpleSigning;
 use sigstore::cosign::{ClientBuilder, CosignCapabilities, SignatureLayer};
 use sigstore::crypto::{CosignVerificationKey, Signature};
 use sigstore::registry::OciReference;
@@ -581,6 +582,10 @@ pub async fn collect(
     authorities: &[&Authorities],
 ) -> Result<Collected, RegistryError> {
     let mut collected = Collected::default();
+    // `.sig` layers as sigstore would build them without a trust root: payload parsed, its
+    // digest checked, the signature taken from the annotation. Key-only policies are judged on
+    // these directly, which saves sigstore a second round of the same requests.
+    let mut own_layers = Vec::new();
     let signature_manifest = registry
         .manifest_by_tag(image, &cosign_tag(digest, "sig"), call)
         .await?;
@@ -605,10 +610,27 @@ pub async fn collect(
                             .and_then(|i| i.docker_manifest_digest.clone()),
                     });
                 }
-                Err(err) => collected.notes.push(format!(
-                    "signature layer {} unreadable: {err}",
-                    layer.digest
-                )),
+                Err(err) => collected
+                    .notes
+                    .push(format!("signature layer {} unreadable: {err}", layer.digest)),
+            }
+            let signature = layer
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+                .cloned();
+            let parsed = serde_json::from_slice::<SimpleSigning>(&bytes).ok();
+            if let (Some(simple_signing), Some(signature)) = (parsed, signature)
+                && simple_signing.satisfies_manifest_digest(digest)
+            {
+                own_layers.push(SignatureLayer {
+                    simple_signing,
+                    oci_digest: layer.digest.clone(),
+                    certificate_signature: None,
+                    bundle: None,
+                    signature: Some(signature),
+                    raw_data: bytes,
+                });
             }
         }
     }
@@ -617,17 +639,16 @@ pub async fn collect(
         .iter()
         .filter(|r| r.artifact_type.as_deref() == Some(BUNDLE_ARTIFACT_TYPE))
         .count();
+    collected.layers.insert(String::new(), own_layers);
     if !collected.payloads.is_empty() || collected.bundles > 0 {
-        let mut roots: BTreeMap<String, Option<&TrustMaterial>> = BTreeMap::new();
-        for authority in authorities {
-            let trust = authority.trust();
-            roots.insert(
-                trust.map(|t| t.fingerprint.clone()).unwrap_or_default(),
-                trust,
-            );
+        // Certificates and Rekor bundles need sigstore's chain and log verification, per
+        // trust root.
+        let mut roots: BTreeMap<String, &TrustMaterial> = BTreeMap::new();
+        for trust in authorities.iter().filter_map(|a| a.trust()) {
+            roots.insert(trust.fingerprint.clone(), trust);
         }
         for (fingerprint, trust) in roots {
-            let layers = sigstore_layers(registry, image, digest, call, trust).await?;
+            let layers = sigstore_layers(registry, image, digest, call, Some(trust)).await?;
             collected.layers.insert(fingerprint, layers);
         }
     }
