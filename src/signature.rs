@@ -16,9 +16,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use regex::Regex;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use sigstore::cosign::payload::simple_signing::SimpleSigning;
 use sigstore::cosign::signature_layers::CertificateSubject;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
-use sigstore::cosign::payload::simple_signing::SimpleSigning;
 use sigstore::cosign::{ClientBuilder, CosignCapabilities, SignatureLayer};
 use sigstore::crypto::{CosignVerificationKey, Signature};
 use sigstore::registry::OciReference;
@@ -610,9 +610,10 @@ pub async fn collect(
                             .and_then(|i| i.docker_manifest_digest.clone()),
                     });
                 }
-                Err(err) => collected
-                    .notes
-                    .push(format!("signature layer {} unreadable: {err}", layer.digest)),
+                Err(err) => collected.notes.push(format!(
+                    "signature layer {} unreadable: {err}",
+                    layer.digest
+                )),
             }
             let signature = layer
                 .annotations
