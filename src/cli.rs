@@ -14,11 +14,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::admission;
 use crate::audit::Judged;
 use crate::config::{ConfigError, LoadedConfig};
+use crate::credentials::{KubePullSecrets, PullSecretSource};
 use crate::decision::Outcome;
 use crate::engine::{Engine, EngineBuilder, EngineError};
-use crate::evidence::{EvidenceSource, NoRegistry};
+use crate::evidence::EvidenceSource;
 use crate::manifests::{self, ManifestError, ManifestObject};
 use crate::policy::Subject;
+use crate::registry::RegistryClient;
+use crate::registry_evidence::{RegistryEvidence, RegistryEvidenceError};
 use crate::scan::operator::OperatorReports;
 use crate::scan::trivy::{TrivyDirectory, TrivyError};
 use crate::scan::{NewestOf, NoScans, ScanSettings, ScanSource};
@@ -209,6 +212,10 @@ pub enum CliError {
     Audit(#[from] crate::audit::AuditError),
     #[error("policy test: {0}")]
     PolicyTest(#[from] crate::policy::testing::TestError),
+    #[error("evidence.pullSecrets needs access to the Kubernetes API: {0}")]
+    PullSecretsCluster(String),
+    #[error(transparent)]
+    Evidence(#[from] RegistryEvidenceError),
 }
 
 impl CliError {
@@ -224,7 +231,9 @@ impl CliError {
             | CliError::Cluster(_)
             | CliError::Audit(_)
             | CliError::RejudgeCluster(_)
-            | CliError::PolicyTest(_) => 2,
+            | CliError::PolicyTest(_)
+            | CliError::PullSecretsCluster(_)
+            | CliError::Evidence(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -246,12 +255,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// The evidence source for this build: no registry client yet, so signature requirements
-/// stay unmet (fail closed).
-fn evidence_source() -> Arc<dyn EvidenceSource> {
-    Arc::new(NoRegistry)
-}
-
 /// The I/O parts an engine needs (evidence and scan sources), kept across configuration
 /// reloads so caches and indexes survive when the configuration names the same sources.
 #[derive(Default)]
@@ -264,6 +267,18 @@ pub struct Components {
     cluster: Option<Result<kube::Client, String>>,
     /// Trivy Operator reports and their watch task, while the configuration enables them.
     operator: Mutex<Option<OperatorInUse>>,
+    /// The registry evidence source and the settings it was built from: reused across
+    /// reloads that keep `registries` and `evidence`, so its caches survive.
+    registry: Mutex<Option<RegistryInUse>>,
+}
+
+#[derive(Debug)]
+struct RegistryInUse {
+    settings: (
+        Vec<crate::config::RegistrySettings>,
+        crate::config::EvidenceSettings,
+    ),
+    source: Arc<RegistryEvidence>,
 }
 
 impl std::fmt::Debug for Components {
@@ -313,6 +328,7 @@ impl Components {
             watch,
             cluster: None,
             operator: Mutex::new(None),
+            registry: Mutex::new(None),
         })
     }
 
@@ -323,6 +339,7 @@ impl Components {
             watch: true,
             cluster: Some(cluster),
             operator: Mutex::new(None),
+            registry: Mutex::new(None),
         })
     }
 
@@ -334,7 +351,57 @@ impl Components {
             return Err(CliError::RejudgeCluster(why.clone()));
         }
         let scans = self.scan_source(&loaded.config.scans)?;
-        Ok(Engine::new(loaded, evidence_source())?.with_scans(scans))
+        let evidence = self.evidence_source(&loaded.config)?;
+        Ok(Engine::new(loaded, evidence)?.with_scans(scans))
+    }
+
+    /// The registry evidence source: keys and trust roots are read now (a bad one refuses
+    /// the configuration); the source, with its caches, connections and limits, is kept
+    /// across reloads that do not change `registries` or `evidence`.
+    fn evidence_source(
+        &self,
+        config: &crate::config::Config,
+    ) -> Result<Arc<dyn EvidenceSource>, CliError> {
+        for policy in &config.image_policies {
+            crate::signature::Authorities::compile(policy)
+                .map_err(|err| CliError::Evidence(err.into()))?;
+        }
+        let wanted = (config.registries.clone(), config.evidence.clone());
+        let mut registry = self.registry.lock().map_err(|_| CliError::Poisoned)?;
+        if let Some(in_use) = registry.as_ref().filter(|r| r.settings == wanted) {
+            // Same registries and evidence settings: keep the caches. Verification results
+            // are keyed by the authorities' fingerprint, so changed keys are never served
+            // from them.
+            return Ok(in_use.source.clone());
+        }
+        let client = Arc::new(
+            RegistryClient::new(&config.registries, &config.evidence)
+                .map_err(|err| CliError::Evidence(err.into()))?,
+        );
+        let pull_secrets: Option<Arc<dyn PullSecretSource>> = if config.evidence.pull_secrets {
+            match &self.cluster {
+                None => {
+                    tracing::warn!(
+                        "evidence.pullSecrets is only read by `serve`; using configured credentials"
+                    );
+                    None
+                }
+                Some(Err(why)) => return Err(CliError::PullSecretsCluster(why.clone())),
+                Some(Ok(client)) => Some(Arc::new(KubePullSecrets::new(client.clone()))),
+            }
+        } else {
+            None
+        };
+        let source = Arc::new(RegistryEvidence::with_registry(
+            client,
+            config.evidence.clone(),
+            pull_secrets,
+        ));
+        *registry = Some(RegistryInUse {
+            settings: wanted,
+            source: source.clone(),
+        });
+        Ok(source)
     }
 
     fn scan_source(&self, settings: &ScanSettings) -> Result<Arc<dyn ScanSource>, CliError> {

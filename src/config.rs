@@ -111,6 +111,9 @@ pub struct Config {
     /// Time-bound waivers.
     #[serde(default)]
     pub exceptions: Vec<crate::exceptions::Exception>,
+    /// How registry evidence is gathered and cached (platform, TTLs, limits, credentials).
+    #[serde(default)]
+    pub evidence: EvidenceSettings,
 }
 
 fn default_mode() -> Mode {
@@ -169,6 +172,105 @@ pub struct RegistrySettings {
     pub insecure: bool,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Credentials for this registry; they take precedence over pull secrets and the docker
+    /// config file.
+    #[serde(default)]
+    pub credentials: Option<RegistryCredentials>,
+}
+
+/// Basic-auth credentials for one registry (the registry's bearer-token challenge, if any, is
+/// answered with them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryCredentials {
+    pub username: String,
+    /// The password inline; prefer `passwordFile` (a mounted Secret).
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `evidence`: how registry evidence is gathered and cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvidenceSettings {
+    /// The platform whose image (in a multi-arch index) facts are read from: `os/arch` or
+    /// `os/arch/variant`.
+    #[serde(default = "default_platform")]
+    pub platform: String,
+    /// How long a tag → digest resolution is reused.
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl_seconds: u64,
+    /// How long a resolution may be served after its TTL when the registry fails (0: never).
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness_seconds: u64,
+    /// How long a verification result (per digest and authorities) is kept. Digests are
+    /// immutable, so this can be long.
+    #[serde(default = "default_verified_ttl")]
+    pub verified_ttl_seconds: u64,
+    /// How long a registry failure is remembered (so a failing registry is not hammered).
+    #[serde(default = "default_failure_ttl")]
+    pub failure_ttl_seconds: u64,
+    /// Concurrent requests to one registry, across all reviews.
+    #[serde(default = "default_registry_concurrency")]
+    pub max_concurrent_requests_per_registry: usize,
+    /// Attempts per registry request on transient failures (5xx, connection errors), always
+    /// within the review's deadline.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: usize,
+    /// A docker `config.json` whose `auths` are used for registries without `credentials`.
+    #[serde(default)]
+    pub docker_config_file: Option<PathBuf>,
+    /// Read the pod's `imagePullSecrets` and its service account's pull secrets through the
+    /// Kubernetes API (serve only; needs `get` on secrets and serviceaccounts).
+    #[serde(default)]
+    pub pull_secrets: bool,
+    /// Entries kept per cache.
+    #[serde(default = "default_cache_capacity")]
+    pub cache_capacity: u64,
+}
+
+impl Default for EvidenceSettings {
+    fn default() -> Self {
+        Self {
+            platform: default_platform(),
+            tag_ttl_seconds: default_tag_ttl(),
+            max_staleness_seconds: default_max_staleness(),
+            verified_ttl_seconds: default_verified_ttl(),
+            failure_ttl_seconds: default_failure_ttl(),
+            max_concurrent_requests_per_registry: default_registry_concurrency(),
+            max_attempts: default_attempts(),
+            docker_config_file: None,
+            pull_secrets: false,
+            cache_capacity: default_cache_capacity(),
+        }
+    }
+}
+
+fn default_platform() -> String {
+    "linux/amd64".into()
+}
+fn default_tag_ttl() -> u64 {
+    60
+}
+fn default_max_staleness() -> u64 {
+    300
+}
+fn default_verified_ttl() -> u64 {
+    24 * 3600
+}
+fn default_failure_ttl() -> u64 {
+    5
+}
+fn default_registry_concurrency() -> usize {
+    16
+}
+fn default_attempts() -> usize {
+    3
+}
+fn default_cache_capacity() -> u64 {
+    10_000
 }
 
 /// A first-class image rule matched by image reference glob.
@@ -214,11 +316,53 @@ fn warn_mode() -> Mode {
     Mode::Warn
 }
 
+/// `imagePolicies[].signatures`: who must have signed the digest. Any one of the keys or
+/// keyless identities counts as one signer; `threshold` says how many distinct signers are
+/// needed (default 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignatureRequirement {
     #[serde(default)]
     pub keys: Vec<KeySource>,
+    /// Keyless (Fulcio certificate) identities.
+    #[serde(default)]
+    pub keyless: Vec<KeylessIdentity>,
+    /// Sigstore `TrustedRoot` JSON (Fulcio CAs and Rekor keys); required with `keyless`.
+    #[serde(default)]
+    pub trusted_root: Option<PathBuf>,
+    /// Distinct authorities that must have signed (default 1).
+    #[serde(default)]
+    pub threshold: Option<usize>,
+    /// Repository globs a signature's `docker-reference` may name besides the image's own
+    /// repository: for images pulled through a mirror of the repository that was signed.
+    #[serde(default)]
+    pub mirror_of: Vec<String>,
+    /// In-toto attestations that must exist, signed by the same authorities.
+    #[serde(default)]
+    pub attestations: Vec<AttestationRequirement>,
+}
+
+/// A keyless signer: the OIDC issuer and subject in its Fulcio certificate, each given exactly
+/// or as a regular expression (anchored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeylessIdentity {
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default, rename = "issuerRegExp")]
+    pub issuer_regexp: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default, rename = "subjectRegExp")]
+    pub subject_regexp: Option<String>,
+}
+
+/// An attestation that must exist: a predicate type (a short name or the full URI).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttestationRequirement {
+    /// `slsaprovenance02`, `slsaprovenance1`, `vuln`, `cyclonedx`, `spdx`, `spdxjson`, or a URI.
+    pub predicate_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -578,6 +722,19 @@ impl Config {
                     format!("{:?} is listed twice", registry.host),
                 );
             }
+            if let Some(credentials) = &registry.credentials {
+                match (&credentials.password, &credentials.password_file) {
+                    (Some(_), Some(_)) | (None, None) => problem(
+                        format!("{key}.credentials"),
+                        "give exactly one of `password` or `passwordFile`".into(),
+                    ),
+                    (None, Some(path)) if !path.is_file() => problem(
+                        format!("{key}.credentials.passwordFile"),
+                        format!("{} does not exist or is not a file", path.display()),
+                    ),
+                    _ => {}
+                }
+            }
             if let Some(ca) = &registry.ca_file {
                 if registry.insecure {
                     problem(
@@ -616,11 +773,14 @@ impl Config {
                 }
             }
             if let Some(signatures) = &policy.signatures {
-                if signatures.keys.is_empty() {
+                if signatures.keys.is_empty() && signatures.keyless.is_empty() {
                     problem(
                         format!("{key}.signatures.keys"),
-                        "must name at least one key".into(),
+                        "must name at least one key or keyless identity".into(),
                     );
+                }
+                for found in validate_signatures(&format!("{key}.signatures"), signatures) {
+                    problem(found.key, found.message);
                 }
                 for (j, source) in signatures.keys.iter().enumerate() {
                     let key = format!("{key}.signatures.keys[{j}]");
@@ -642,6 +802,36 @@ impl Config {
                     }
                 }
             }
+        }
+        let evidence = &self.evidence;
+        let parts: Vec<&str> = evidence.platform.split('/').collect();
+        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+            problem(
+                "evidence.platform".into(),
+                format!("{:?} is not os/arch or os/arch/variant", evidence.platform),
+            );
+        }
+        if evidence.max_concurrent_requests_per_registry == 0 {
+            problem(
+                "evidence.maxConcurrentRequestsPerRegistry".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if evidence.max_attempts == 0 {
+            problem("evidence.maxAttempts".into(), "must be at least 1".into());
+        }
+        if evidence.cache_capacity == 0 {
+            problem("evidence.cacheCapacity".into(), "must be at least 1".into());
+        }
+        if let Some(path) = evidence
+            .docker_config_file
+            .as_ref()
+            .filter(|path| !path.is_file())
+        {
+            problem(
+                "evidence.dockerConfigFile".into(),
+                format!("{} does not exist or is not a file", path.display()),
+            );
         }
         let ports = &self.rules.container_ports;
         if ports.enabled && ports.allowed.is_empty() {
@@ -814,6 +1004,68 @@ impl Config {
     }
 }
 
+/// Checks of `imagePolicies[].signatures` beyond keys.
+fn validate_signatures(key: &str, signatures: &SignatureRequirement) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+    let authorities = signatures.keys.len() + signatures.keyless.len();
+    match signatures.threshold {
+        Some(0) => problem(format!("{key}.threshold"), "must be at least 1".into()),
+        Some(n) if n > authorities => problem(
+            format!("{key}.threshold"),
+            format!("{n} is more than the {authorities} authorities listed"),
+        ),
+        _ => {}
+    }
+    if !signatures.keyless.is_empty() {
+        match &signatures.trusted_root {
+            None => problem(
+                format!("{key}.trustedRoot"),
+                "is required with keyless identities (a Sigstore TrustedRoot JSON file)".into(),
+            ),
+            Some(path) if !path.is_file() => problem(
+                format!("{key}.trustedRoot"),
+                format!("{} does not exist or is not a file", path.display()),
+            ),
+            _ => {}
+        }
+    }
+    for (i, identity) in signatures.keyless.iter().enumerate() {
+        let at = format!("{key}.keyless[{i}]");
+        for (name, exact, pattern) in [
+            ("issuer", &identity.issuer, &identity.issuer_regexp),
+            ("subject", &identity.subject, &identity.subject_regexp),
+        ] {
+            match (exact, pattern) {
+                (Some(_), Some(_)) | (None, None) => problem(
+                    at.clone(),
+                    format!("give exactly one of `{name}` or `{name}RegExp`"),
+                ),
+                (None, Some(pattern)) => {
+                    if let Err(err) = regex::Regex::new(pattern) {
+                        problem(format!("{at}.{name}RegExp"), err.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, pattern) in signatures.mirror_of.iter().enumerate() {
+        if let Err(GlobError { message, .. }) = ImageGlobs::new([pattern.as_str()]) {
+            problem(format!("{key}.mirrorOf[{i}]"), message);
+        }
+    }
+    for (i, attestation) in signatures.attestations.iter().enumerate() {
+        if attestation.predicate_type.trim().is_empty() {
+            problem(
+                format!("{key}.attestations[{i}].predicateType"),
+                "must not be empty".into(),
+            );
+        }
+    }
+    problems
+}
+
 /// `"8080"` or `"8000-8999"` (inclusive) into a range of ports.
 pub fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let port = |s: &str| -> Result<u16, String> {
@@ -951,6 +1203,29 @@ mod tests {
     }
 
     #[test]
+    fn signature_and_evidence_keys_are_validated_with_their_paths() {
+        let yaml = "evidence:\n  platform: linux\n  maxAttempts: 0\nregistries:\n  - host: r.io\n    credentials: {username: u}\nimagePolicies:\n  - name: p\n    images: [\"r.io/**\"]\n    signatures:\n      keyless:\n        - {issuer: \"https://i\", subjectRegExp: \"(\"}\n        - {issuer: \"https://i\"}\n      threshold: 3\n      mirrorOf: [\"a/[\"]\n";
+        let err = LoadedConfig::from_yaml(yaml, "t").err();
+        let Some(ConfigError::Invalid { problems, .. }) = err else {
+            unreachable!("expected validation problems, got {err:?}")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "registries[0].credentials",
+                "imagePolicies[0].signatures.threshold",
+                "imagePolicies[0].signatures.trustedRoot",
+                "imagePolicies[0].signatures.keyless[0].subjectRegExp",
+                "imagePolicies[0].signatures.keyless[1]",
+                "imagePolicies[0].signatures.mirrorOf[0]",
+                "evidence.platform",
+                "evidence.maxAttempts",
+            ]
+        );
+    }
+
+    #[test]
     fn a_policy_match_checks_kind_and_namespace_patterns() {
         let matches = PolicyMatch {
             kinds: vec!["Pod".into()],
@@ -963,6 +1238,16 @@ mod tests {
         assert!(!matches.matches("Pod", "shopping"));
         assert!(!matches.matches("Deployment", "shop"));
         assert!(PolicyMatch::default().matches("Deployment", "anything"));
+    }
+
+    #[test]
+    fn evidence_defaults_are_documented_values() {
+        let config = LoadedConfig::from_yaml("", "t").map(|l| l.config).ok();
+        let evidence = config.map(|c| c.evidence).unwrap_or_default();
+        assert_eq!(evidence.platform, "linux/amd64");
+        assert_eq!(evidence.tag_ttl_seconds, 60);
+        assert_eq!(evidence.max_staleness_seconds, 300);
+        assert!(!evidence.pull_secrets);
     }
 
     #[test]

@@ -244,6 +244,16 @@ impl Verdict {
 
     /// Adds warnings for evidence that could not be gathered but was waved through by
     /// `onError: allow`.
+    /// Adds informational warnings from evidence gathering (e.g. a stale tag resolution was
+    /// used because the registry failed). They change nothing about the outcome.
+    pub fn with_notes(mut self, notes: &[String]) -> Self {
+        for note in notes {
+            self.warnings
+                .push(truncate(&format!("portcullis: {note}"), MAX_WARNING_CHARS));
+        }
+        self
+    }
+
     pub fn with_error_warnings(mut self, reasons: &[String]) -> Self {
         if reasons.is_empty() {
             return self;

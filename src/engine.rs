@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
 use crate::decision::{Context, Verdict};
-use crate::evidence::{EvidenceError, EvidenceSource};
+use crate::evidence::{EvidenceError, EvidenceSource, GatherContext};
 use crate::exceptions::Exceptions;
 use crate::policy::input::InputDocument;
 use crate::policy::rego::{RegoBundle, RegoError};
@@ -264,7 +264,17 @@ impl Engine {
                 lifecycle: Default::default(),
             })
             .collect();
-        let errors = match tokio::time::timeout_at(deadline, self.gather(&mut images)).await {
+        let gather_context = GatherContext {
+            namespace: namespace.to_owned(),
+            pull: pod.pull.clone(),
+            deadline,
+        };
+        let errors = match tokio::time::timeout_at(
+            deadline,
+            self.gather(&mut images, &gather_context),
+        )
+        .await
+        {
             Ok(errors) => errors,
             Err(_elapsed) => {
                 return Verdict::on_error(
@@ -279,6 +289,17 @@ impl Engine {
             return Verdict::on_error(context, crate::config::OnError::Deny, &reasons.join("; "));
         }
         self.attach_scans(&mut images);
+        // Notes from evidence (e.g. a stale tag resolution served while the registry fails).
+        let mut notes: Vec<String> = Vec::new();
+        for entry in &images {
+            if let Some(Ok(evidence)) = &entry.evidence {
+                for note in &evidence.notes {
+                    if !notes.contains(note) {
+                        notes.push(note.clone());
+                    }
+                }
+            }
+        }
         let now = self.clock.now();
         let input = PolicyInput {
             operation,
@@ -357,6 +378,7 @@ impl Engine {
         Verdict::decide(context, findings)
             .with_waivers(&waivers)
             .with_error_warnings(&reasons)
+            .with_notes(&notes)
     }
 
     /// Looks up the cached scan of every image an image policy judges vulnerabilities for, by
@@ -395,7 +417,11 @@ impl Engine {
 
     /// Gathers evidence, concurrently and once per distinct image, for every image that an
     /// image policy matches. Returns the failures (each is also stored on its entries).
-    async fn gather(&self, images: &mut [ImageEntry]) -> Vec<EvidenceError> {
+    async fn gather(
+        &self,
+        images: &mut [ImageEntry],
+        context: &GatherContext,
+    ) -> Vec<EvidenceError> {
         let mut wanted: Vec<(ImageRef, Vec<ImagePolicy>)> = Vec::new();
         for entry in images.iter() {
             let Ok(image) = &entry.reference else {
@@ -417,7 +443,7 @@ impl Engine {
         let results = join_all(
             wanted
                 .iter()
-                .map(|(image, policies)| self.evidence.gather(image, policies)),
+                .map(|(image, policies)| self.evidence.gather(image, policies, context)),
         )
         .await;
         let mut errors = Vec::new();

@@ -66,6 +66,18 @@ pub struct PodView {
     pub spec_path: String,
     pub pod: PodLevel,
     pub containers: Vec<ContainerView>,
+    /// Where the kubelet would find registry credentials for this pod.
+    pub pull: PullRefs,
+}
+
+/// The pod's `imagePullSecrets` and service account: the credentials the kubelet would use to
+/// pull its images, which portcullis uses to read the same registries (when enabled).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRefs {
+    pub image_pull_secrets: Vec<String>,
+    /// `spec.serviceAccountName` (`default` when the pod names none).
+    pub service_account: Option<String>,
 }
 
 impl PodView {
@@ -131,6 +143,16 @@ pub fn extract(group: &str, kind: &str, object: &Value) -> Result<Option<PodView
 }
 
 fn view_of(spec_path: String, spec: PodSpec) -> PodView {
+    let pull = PullRefs {
+        image_pull_secrets: spec
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .filter(|name| !name.is_empty())
+            .collect(),
+        service_account: spec.service_account_name.clone().filter(|n| !n.is_empty()),
+    };
     let pod_security = spec.security_context.unwrap_or_default();
     let pod = PodLevel {
         host_network: spec.host_network.unwrap_or(false),
@@ -153,6 +175,7 @@ fn view_of(spec_path: String, spec: PodSpec) -> PodView {
         spec_path,
         pod,
         containers,
+        pull,
     }
 }
 

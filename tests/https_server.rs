@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::*;
 use portcullis::config::ImagePolicy;
 use portcullis::engine::Engine;
-use portcullis::evidence::{EvidenceFuture, EvidenceSource, ImageEvidence, SignatureEvidence};
+use portcullis::evidence::{
+    EvidenceFuture, EvidenceSource, GatherContext, ImageEvidence, SignatureEvidence,
+};
 use portcullis::reference::ImageRef;
 use portcullis::server::{self, Running, ServeOptions, TlsSource};
 use rcgen::{
@@ -330,15 +332,20 @@ async fn without_certificate_files_a_ca_is_generated_and_written_out() {
 struct Slow;
 
 impl EvidenceSource for Slow {
-    fn gather<'a>(&'a self, _: &'a ImageRef, _: &'a [ImagePolicy]) -> EvidenceFuture<'a> {
+    fn gather<'a>(
+        &'a self,
+        _: &'a ImageRef,
+        _: &'a [ImagePolicy],
+        _: &'a GatherContext,
+    ) -> EvidenceFuture<'a> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_millis(800)).await;
-            Ok(ImageEvidence {
-                digest: None,
-                signatures: SignatureEvidence::Verified {
+            Ok(ImageEvidence::signatures_only(
+                None,
+                SignatureEvidence::Verified {
                     signers: vec!["test".into()],
                 },
-            })
+            ))
         })
     }
 }

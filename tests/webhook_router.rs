@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use common::*;
 use portcullis::config::ImagePolicy;
 use portcullis::evidence::{
-    EvidenceError, EvidenceFuture, EvidenceSource, ImageEvidence, SignatureEvidence,
+    EvidenceError, EvidenceFuture, EvidenceSource, GatherContext, ImageEvidence, SignatureEvidence,
 };
 use portcullis::reference::ImageRef;
 use rstest::rstest;
@@ -348,7 +348,12 @@ async fn an_8_mib_body_is_a_413_and_the_limit_is_configurable() {
 struct NeverAnswers;
 
 impl EvidenceSource for NeverAnswers {
-    fn gather<'a>(&'a self, _: &'a ImageRef, _: &'a [ImagePolicy]) -> EvidenceFuture<'a> {
+    fn gather<'a>(
+        &'a self,
+        _: &'a ImageRef,
+        _: &'a [ImagePolicy],
+        _: &'a GatherContext,
+    ) -> EvidenceFuture<'a> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Err(EvidenceError {
@@ -365,7 +370,12 @@ impl EvidenceSource for NeverAnswers {
 struct RegistryDown;
 
 impl EvidenceSource for RegistryDown {
-    fn gather<'a>(&'a self, image: &'a ImageRef, _: &'a [ImagePolicy]) -> EvidenceFuture<'a> {
+    fn gather<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        _: &'a [ImagePolicy],
+        _: &'a GatherContext,
+    ) -> EvidenceFuture<'a> {
         Box::pin(async move {
             Err(EvidenceError {
                 image: image.written().into(),
@@ -381,14 +391,19 @@ impl EvidenceSource for RegistryDown {
 struct AllSigned;
 
 impl EvidenceSource for AllSigned {
-    fn gather<'a>(&'a self, _: &'a ImageRef, _: &'a [ImagePolicy]) -> EvidenceFuture<'a> {
+    fn gather<'a>(
+        &'a self,
+        _: &'a ImageRef,
+        _: &'a [ImagePolicy],
+        _: &'a GatherContext,
+    ) -> EvidenceFuture<'a> {
         Box::pin(async {
-            Ok(ImageEvidence {
-                digest: Some(format!("sha256:{}", "a".repeat(64))),
-                signatures: SignatureEvidence::Verified {
+            Ok(ImageEvidence::signatures_only(
+                Some(format!("sha256:{}", "a".repeat(64))),
+                SignatureEvidence::Verified {
                     signers: vec!["key team.pub".into()],
                 },
-            })
+            ))
         })
     }
 }

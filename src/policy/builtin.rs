@@ -473,21 +473,49 @@ impl Policy for SignatureRule {
                 if !self.globs.matches(image) {
                     return None;
                 }
-                let reason = match entry
-                    .evidence
-                    .as_ref()
-                    .map(|e| e.as_ref().map(|e| &e.signatures))
-                {
-                    Some(Ok(SignatureEvidence::Verified { .. })) => return None,
+                let evidence = match entry.evidence.as_ref() {
                     // Gathering failed: the engine applies the configured onError outcome to
                     // the whole request, so this rule has nothing to judge.
                     Some(Err(_)) => return None,
-                    Some(Ok(
+                    Some(Ok(evidence)) => Some(evidence),
+                    None => None,
+                };
+                let reason = match evidence.map(|e| e.signatures_for(name)) {
+                    Some(SignatureEvidence::Verified { .. }) => {
+                        // Signatures hold; required attestations may still be missing.
+                        let missing = evidence
+                            .and_then(|e| e.verification(name))
+                            .map(|v| v.missing_attestations.clone())
+                            .unwrap_or_default();
+                        if missing.is_empty() {
+                            return None;
+                        }
+                        let digest = evidence.and_then(|e| e.digest.clone()).unwrap_or_default();
+                        return Some(finding(
+                            rule::SIGNATURE,
+                            entry.subject(),
+                            self.mode,
+                            format!(
+                                "imagePolicy {name:?} requires attestations signed by its keys: \
+                                 none verified of type {}",
+                                missing.join(", ")
+                            ),
+                            format!(
+                                "attest the digest: cosign attest --key <key> --type <type> \
+                                 --predicate <file> {}@{digest}",
+                                image.repository_path()
+                            ),
+                        ));
+                    }
+                    Some(
                         SignatureEvidence::Unverified { reason }
                         | SignatureEvidence::Unavailable { reason },
-                    )) => reason.clone(),
+                    ) => reason.clone(),
                     None => "no signature evidence was gathered".into(),
                 };
+                let digest = evidence
+                    .and_then(|e| e.digest.clone())
+                    .unwrap_or_else(|| "<digest>".into());
                 Some(finding(
                     rule::SIGNATURE,
                     entry.subject(),
@@ -495,7 +523,7 @@ impl Policy for SignatureRule {
                     format!("imagePolicy {name:?} requires a signature: {reason}"),
                     format!(
                         "sign the digest with a key imagePolicy {name:?} trusts: \
-                         cosign sign --key <key> {}@<digest>",
+                         cosign sign --key <key> {}@{digest}",
                         image.repository_path()
                     ),
                 ))

@@ -195,12 +195,12 @@ mod tests {
     #[test]
     fn verified_signers_resolved_digest_and_scan_summary_are_included() {
         let mut e = entry("ghcr.io/acme/app:1.0");
-        e.evidence = Some(Ok(ImageEvidence {
-            digest: Some("sha256:abc".into()),
-            signatures: SignatureEvidence::Verified {
+        e.evidence = Some(Ok(ImageEvidence::signatures_only(
+            Some("sha256:abc".into()),
+            SignatureEvidence::Verified {
                 signers: vec!["team.pub".into()],
             },
-        }));
+        )));
         e.scan = ScanState::Found(Arc::new(ScanReport {
             digest: "sha256:abc".into(),
             scanned_at: OffsetDateTime::UNIX_EPOCH,

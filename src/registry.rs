@@ -1,0 +1,761 @@
+//! The registry client (oci-client over rustls): tag → digest resolution, manifests, image
+//! configuration, multi-arch indexes, and the raw Cosign artefacts (`.sig` / `.att` tags and
+//! OCI referrers) that `signature` verifies.
+//!
+//! Every request runs under the caller's deadline, behind a per-registry concurrency limit,
+//! and is retried with exponential backoff only on transient failures (5xx, 429, connection
+//! errors) and only while the deadline allows. Errors are classified so that "not found"
+//! (an unsigned image) is never confused with "the registry failed" (the `onError` outcome).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::config::{EvidenceSettings, RegistryCredentials, RegistrySettings};
+use crate::credentials::{Credential, CredentialError, DockerConfig};
+use crate::evidence::ImageFacts;
+use crate::reference::ImageRef;
+
+/// Manifest media types portcullis accepts (OCI and Docker v2, single and multi-arch).
+pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// Largest blob (config, signature layer, attestation envelope) read into memory.
+const MAX_BLOB_BYTES: i64 = 8 * 1024 * 1024;
+
+/// Why a registry request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// The manifest, tag or blob does not exist (404 / MANIFEST_UNKNOWN).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The registry refused the credentials (401/403).
+    #[error("access denied: {0}")]
+    Unauthorized(String),
+    /// Unreachable, 5xx, 429, connection reset: worth a retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The deadline passed before the registry answered.
+    #[error("no answer before the deadline")]
+    Timeout,
+    /// The registry answered something that breaks the distribution spec.
+    #[error("bad answer: {0}")]
+    Protocol(String),
+    /// Local configuration (CA file, password file) could not be used.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl RegistryError {
+    fn is_transient(&self) -> bool {
+        matches!(self, RegistryError::Unavailable(_))
+    }
+
+    fn from_oci(error: OciDistributionError) -> Self {
+        match error {
+            OciDistributionError::ImageManifestNotFoundError(what) => RegistryError::NotFound(what),
+            OciDistributionError::RegistryError { envelope, url } => {
+                let not_found = envelope.errors.iter().any(|e| {
+                    matches!(
+                        e.code,
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NotFound
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::BlobUnknown
+                    )
+                });
+                let denied = envelope
+                    .errors
+                    .iter()
+                    .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied));
+                if not_found {
+                    RegistryError::NotFound(url)
+                } else if denied {
+                    RegistryError::Unauthorized(url)
+                } else {
+                    RegistryError::Protocol(format!("{url}: {envelope}"))
+                }
+            }
+            OciDistributionError::ServerError { code, url, .. } => match code {
+                404 => RegistryError::NotFound(url),
+                401 | 403 => RegistryError::Unauthorized(url),
+                429 | 500..=599 => RegistryError::Unavailable(format!("HTTP {code} from {url}")),
+                other => RegistryError::Protocol(format!("HTTP {other} from {url}")),
+            },
+            OciDistributionError::UnauthorizedError { url } => RegistryError::Unauthorized(url),
+            OciDistributionError::AuthenticationFailure(reason) => {
+                RegistryError::Unauthorized(reason)
+            }
+            OciDistributionError::RequestError(err) => {
+                // reqwest hides the cause in its source chain; keep it for the message.
+                let mut text = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(cause) = source {
+                    text.push_str(": ");
+                    text.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                RegistryError::Unavailable(text)
+            }
+            OciDistributionError::IoError(err) => RegistryError::Unavailable(err.to_string()),
+            other => RegistryError::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// A parsed manifest: an index (multi-arch) or a single image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Manifest {
+    Index {
+        children: Vec<IndexChild>,
+    },
+    Image {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+    },
+}
+
+/// One entry of an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexChild {
+    pub digest: String,
+    pub media_type: String,
+    /// `os/arch[/variant]`, or `unknown` when the entry names no platform (attestation
+    /// manifests that BuildKit adds, for example).
+    pub platform: String,
+}
+
+/// A content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    #[serde(default)]
+    pub size: i64,
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    #[serde(default)]
+    manifests: Option<Vec<RawIndexEntry>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawIndexEntry {
+    #[serde(default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+impl Manifest {
+    /// Parses manifest bytes (already digest-checked by the client).
+    pub fn parse(bytes: &[u8]) -> Result<Self, RegistryError> {
+        let raw: RawManifest = serde_json::from_slice(bytes)
+            .map_err(|err| RegistryError::Protocol(format!("manifest is not valid JSON: {err}")))?;
+        if let Some(entries) = raw.manifests {
+            let children = entries
+                .into_iter()
+                .map(|entry| IndexChild {
+                    platform: entry.platform.map_or_else(
+                        || "unknown".to_owned(),
+                        |p| match p.variant.filter(|v| !v.is_empty()) {
+                            Some(variant) => format!("{}/{}/{variant}", p.os, p.architecture),
+                            None => format!("{}/{}", p.os, p.architecture),
+                        },
+                    ),
+                    digest: entry.digest,
+                    media_type: entry.media_type,
+                })
+                .collect();
+            return Ok(Manifest::Index { children });
+        }
+        let config = raw.config.ok_or_else(|| {
+            RegistryError::Protocol("manifest has neither `manifests` nor `config`".into())
+        })?;
+        Ok(Manifest::Image {
+            config,
+            layers: raw.layers.unwrap_or_default(),
+            annotations: raw.annotations.unwrap_or_default(),
+        })
+    }
+}
+
+/// The child of an index for `platform` (`os/arch` matches `os/arch/<any variant>` when no
+/// exact entry exists, preferring `v8` for arm64 as container runtimes do).
+pub fn child_for_platform<'a>(
+    children: &'a [IndexChild],
+    platform: &str,
+) -> Option<&'a IndexChild> {
+    children
+        .iter()
+        .find(|c| c.platform == platform)
+        .or_else(|| {
+            let prefix = format!("{platform}/");
+            children.iter().find(|c| c.platform.starts_with(&prefix))
+        })
+}
+
+/// Image facts from a config blob and the image manifest's annotations.
+pub fn facts_of(config: &[u8], annotations: &BTreeMap<String, String>) -> ImageFacts {
+    #[derive(Deserialize, Default)]
+    struct ConfigBlob {
+        #[serde(default)]
+        created: Option<String>,
+        #[serde(default)]
+        config: Option<ContainerConfig>,
+    }
+    #[derive(Deserialize, Default)]
+    struct ContainerConfig {
+        #[serde(rename = "User", default)]
+        user: Option<String>,
+        #[serde(rename = "ExposedPorts", default)]
+        exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+        #[serde(rename = "Labels", default)]
+        labels: Option<BTreeMap<String, String>>,
+    }
+    // A config that does not parse yields no facts rather than an error: facts inform
+    // policies, and a rule that needs one treats its absence as unknown.
+    let blob: ConfigBlob = serde_json::from_slice(config).unwrap_or_default();
+    let container = blob.config.unwrap_or_default();
+    ImageFacts {
+        created: blob.created,
+        user: container.user,
+        exposed_ports: container
+            .exposed_ports
+            .map(|ports| ports.into_keys().collect())
+            .unwrap_or_default(),
+        labels: container.labels.unwrap_or_default(),
+        base_name: annotations
+            .get("org.opencontainers.image.base.name")
+            .cloned(),
+        base_digest: annotations
+            .get("org.opencontainers.image.base.digest")
+            .cloned(),
+        annotation_created: annotations.get("org.opencontainers.image.created").cloned(),
+    }
+}
+
+/// Per-call context: the deadline and the credential to use.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub deadline: Instant,
+    pub credential: Credential,
+}
+
+/// One registry's connection settings.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    insecure: bool,
+    ca_pem: Option<Vec<u8>>,
+    credential: Option<Credential>,
+}
+
+/// Reaches registries. Cheap to share (`Arc`); holds one oci-client per registry and
+/// credential (oci-client binds credentials per registry), and one limit per registry.
+pub struct RegistryClient {
+    endpoints: HashMap<String, Endpoint>,
+    docker_config: DockerConfig,
+    clients: Mutex<HashMap<(String, String), Client>>,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    max_concurrent: usize,
+    max_attempts: usize,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("registries", &self.endpoints.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryClient {
+    /// Builds a client from the configuration (reads CA files, password files and the docker
+    /// config file now, so a broken one is a configuration error, not a per-review failure).
+    pub fn new(
+        registries: &[RegistrySettings],
+        settings: &EvidenceSettings,
+    ) -> Result<Self, RegistryError> {
+        let mut endpoints = HashMap::new();
+        for registry in registries {
+            let ca_pem = registry
+                .ca_file
+                .as_ref()
+                .map(|path| {
+                    std::fs::read(path).map_err(|err| {
+                        RegistryError::Config(format!("caFile {}: {err}", path.display()))
+                    })
+                })
+                .transpose()?;
+            let credential = registry
+                .credentials
+                .as_ref()
+                .map(read_credentials)
+                .transpose()?;
+            endpoints.insert(
+                registry.host.clone(),
+                Endpoint {
+                    insecure: registry.insecure,
+                    ca_pem,
+                    credential,
+                },
+            );
+        }
+        let docker_config = match &settings.docker_config_file {
+            Some(path) => DockerConfig::from_file(path)
+                .map_err(|err: CredentialError| RegistryError::Config(err.to_string()))?,
+            None => DockerConfig::default(),
+        };
+        Ok(Self {
+            endpoints,
+            docker_config,
+            clients: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+            max_concurrent: settings.max_concurrent_requests_per_registry.max(1),
+            max_attempts: settings.max_attempts.max(1),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// Registry requests started so far (for benchmarks and metrics).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The credential configured for a host (`registries[].credentials`, then the docker
+    /// config file), if any. Pod pull secrets are chosen by the caller before this.
+    pub fn configured_credential(&self, host: &str) -> Option<Credential> {
+        self.endpoints
+            .get(host)
+            .and_then(|e| e.credential.clone())
+            .or_else(|| self.docker_config.for_registry(host).cloned())
+    }
+
+    /// Whether `registries[].credentials` names a credential for the host (it then wins over
+    /// pull secrets).
+    pub fn has_explicit_credential(&self, host: &str) -> bool {
+        self.endpoints
+            .get(host)
+            .is_some_and(|e| e.credential.is_some())
+    }
+
+    /// Resolves a reference to the digest it names now: the written digest as is, otherwise
+    /// the tag through a HEAD on the manifest (a GET when the registry sends no
+    /// `Docker-Content-Digest`). Uses the configured credentials and a 10 s deadline.
+    pub async fn resolve(&self, image: &ImageRef) -> Result<String, RegistryError> {
+        let call = Call {
+            deadline: Instant::now() + Duration::from_secs(10),
+            credential: self
+                .configured_credential(image.registry())
+                .unwrap_or_default(),
+        };
+        self.resolve_with(image, &call).await
+    }
+
+    /// [`RegistryClient::resolve`] with an explicit deadline and credential.
+    pub async fn resolve_with(
+        &self,
+        image: &ImageRef,
+        call: &Call,
+    ) -> Result<String, RegistryError> {
+        if let Some(digest) = image.digest() {
+            return Ok(digest.to_owned());
+        }
+        let tag = image.tag().unwrap_or("latest");
+        let reference = Reference::with_tag(
+            image.registry().to_owned(),
+            image.repository().to_owned(),
+            tag.to_owned(),
+        );
+        let client = self.client_for(image.registry(), &call.credential)?;
+        let auth = registry_auth(&call.credential);
+        self.run(image.registry(), call.deadline, || async {
+            client
+                .fetch_manifest_digest(&reference, &auth)
+                .await
+                .map_err(RegistryError::from_oci)
+        })
+        .await
+    }
+
+    /// The manifest stored under `digest` (bytes checked against the digest).
+    pub async fn manifest(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        call: &Call,
+    ) -> Result<Manifest, RegistryError> {
+        let reference = by_digest(image, digest);
+        let bytes = self
+            .manifest_raw(image.registry(), &reference, call)
+            .await?;
+        Manifest::parse(&bytes)
+    }
+
+    /// A manifest by tag (for `.sig` / `.att` tags); `Ok(None)` when the tag does not exist.
+    pub async fn manifest_by_tag(
+        &self,
+        image: &ImageRef,
+        tag: &str,
+        call: &Call,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        let reference = Reference::with_tag(
+            image.registry().to_owned(),
+            image.repository().to_owned(),
+            tag.to_owned(),
+        );
+        match self.manifest_raw(image.registry(), &reference, call).await {
+            Ok(bytes) => Manifest::parse(&bytes).map(Some),
+            Err(RegistryError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn manifest_raw(
+        &self,
+        host: &str,
+        reference: &Reference,
+        call: &Call,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let client = self.client_for(host, &call.credential)?;
+        let auth = registry_auth(&call.credential);
+        self.run(host, call.deadline, || async {
+            client
+                .pull_manifest_raw(reference, &auth, MANIFEST_MEDIA_TYPES)
+                .await
+                .map(|(bytes, _digest)| bytes.to_vec())
+                .map_err(RegistryError::from_oci)
+        })
+        .await
+    }
+
+    /// A blob, checked against its digest; refused above 8 MiB.
+    pub async fn blob(
+        &self,
+        image: &ImageRef,
+        descriptor: &Descriptor,
+        call: &Call,
+    ) -> Result<Vec<u8>, RegistryError> {
+        if descriptor.size > MAX_BLOB_BYTES {
+            return Err(RegistryError::Protocol(format!(
+                "blob {} is {} bytes, more than the {} portcullis reads",
+                descriptor.digest, descriptor.size, MAX_BLOB_BYTES
+            )));
+        }
+        let reference = by_digest(image, &descriptor.digest);
+        let client = self.client_for(image.registry(), &call.credential)?;
+        let auth = registry_auth(&call.credential);
+        client.store_auth_if_needed(image.registry(), &auth).await;
+        let digest = descriptor.digest.as_str();
+        self.run(image.registry(), call.deadline, || async {
+            let mut out: Vec<u8> = Vec::new();
+            client
+                .pull_blob(&reference, digest, &mut out)
+                .await
+                .map_err(RegistryError::from_oci)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The OCI referrers of a digest (an empty list when the registry has no referrers API
+    /// and no referrers tag: distribution 2.8 answers 404, and oci-client falls back).
+    pub async fn referrers(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        call: &Call,
+    ) -> Result<Vec<Descriptor>, RegistryError> {
+        let reference = by_digest(image, digest);
+        let client = self.client_for(image.registry(), &call.credential)?;
+        let auth = registry_auth(&call.credential);
+        client.store_auth_if_needed(image.registry(), &auth).await;
+        let index = self
+            .run(image.registry(), call.deadline, || async {
+                client
+                    .pull_referrers(&reference, None)
+                    .await
+                    .map_err(RegistryError::from_oci)
+            })
+            .await;
+        let index = match index {
+            Ok(index) => index,
+            Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        Ok(index
+            .manifests
+            .into_iter()
+            .map(|entry| Descriptor {
+                media_type: entry.media_type,
+                digest: entry.digest,
+                size: entry.size,
+                annotations: entry.annotations,
+                artifact_type: entry.artifact_type,
+            })
+            .collect())
+    }
+
+    /// Whether a host is reached over plain HTTP, and its extra CA (PEM), for sigstore's client.
+    pub fn endpoint_tls(&self, host: &str) -> (bool, Option<Vec<u8>>) {
+        self.endpoints
+            .get(host)
+            .map_or((false, None), |e| (e.insecure, e.ca_pem.clone()))
+    }
+
+    /// The oci-client configuration for a host (protocol and CA).
+    pub fn client_config(&self, host: &str) -> ClientConfig {
+        let endpoint = self.endpoints.get(host);
+        let mut config = ClientConfig {
+            protocol: if endpoint.is_some_and(|e| e.insecure) {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            connect_timeout: Some(Duration::from_secs(3)),
+            read_timeout: Some(Duration::from_secs(10)),
+            ..ClientConfig::default()
+        };
+        if let Some(pem) = endpoint.and_then(|e| e.ca_pem.clone()) {
+            config.extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem,
+            });
+        }
+        config
+    }
+
+    fn client_for(&self, host: &str, credential: &Credential) -> Result<Client, RegistryError> {
+        let key = (host.to_owned(), credential.label());
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| RegistryError::Config("registry client lock poisoned".into()))?;
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = Client::new(self.client_config(host));
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    fn limit_for(&self, host: &str) -> Result<Arc<Semaphore>, RegistryError> {
+        let mut limits = self
+            .limits
+            .lock()
+            .map_err(|_| RegistryError::Config("registry limit lock poisoned".into()))?;
+        Ok(limits
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_concurrent)))
+            .clone())
+    }
+
+    /// Runs one registry operation: waits for a slot under the registry's limit, retries
+    /// transient failures with exponential backoff, and gives up at the deadline.
+    async fn run<T, F, Fut>(
+        &self,
+        host: &str,
+        deadline: Instant,
+        operation: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let limit = self.limit_for(host)?;
+        let attempts = self.max_attempts;
+        let work = async {
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .map_err(|_| RegistryError::Config("registry limit closed".into()))?;
+            let mut operation = operation;
+            let counted = || {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                operation()
+            };
+            counted
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(50))
+                        .with_max_delay(Duration::from_secs(1))
+                        .with_max_times(attempts.saturating_sub(1))
+                        .with_jitter(),
+                )
+                .when(RegistryError::is_transient)
+                .await
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(RegistryError::Timeout),
+        }
+    }
+}
+
+fn read_credentials(credentials: &RegistryCredentials) -> Result<Credential, RegistryError> {
+    let password = match (&credentials.password, &credentials.password_file) {
+        (Some(password), _) => password.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|err| {
+                RegistryError::Config(format!("passwordFile {}: {err}", path.display()))
+            })?,
+        (None, None) => {
+            return Err(RegistryError::Config(
+                "credentials need `password` or `passwordFile`".into(),
+            ));
+        }
+    };
+    Ok(Credential::Basic {
+        username: credentials.username.clone(),
+        password,
+    })
+}
+
+/// oci-client's form of a credential.
+pub fn registry_auth(credential: &Credential) -> RegistryAuth {
+    match credential {
+        Credential::Anonymous => RegistryAuth::Anonymous,
+        Credential::Basic { username, password } => {
+            RegistryAuth::Basic(username.clone(), password.clone())
+        }
+    }
+}
+
+/// The reference to `digest` in the image's repository.
+pub fn by_digest(image: &ImageRef, digest: &str) -> Reference {
+    Reference::with_digest(
+        image.registry().to_owned(),
+        image.repository().to_owned(),
+        digest.to_owned(),
+    )
+}
+
+/// `sha256:abc` → `sha256-abc.sig` (Cosign's tag scheme; `.att` for attestations).
+pub fn cosign_tag(digest: &str, suffix: &str) -> String {
+    format!("{}.{suffix}", digest.replace(':', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_lists_children_by_platform() {
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
+          "manifests":[
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:a","size":1,
+             "platform":{"os":"linux","architecture":"amd64"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:b","size":1,
+             "platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:c","size":1}]}"#;
+        let Ok(Manifest::Index { children }) = Manifest::parse(index) else {
+            panic!("not an index")
+        };
+        let platforms: Vec<_> = children.iter().map(|c| c.platform.as_str()).collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8", "unknown"]);
+        assert_eq!(
+            child_for_platform(&children, "linux/arm64").map(|c| c.digest.as_str()),
+            Some("sha256:b")
+        );
+        assert_eq!(child_for_platform(&children, "windows/amd64"), None);
+    }
+
+    #[test]
+    fn facts_come_from_config_and_annotations() {
+        let config = br#"{"created":"2026-01-02T03:04:05Z","config":{"User":"1000",
+            "ExposedPorts":{"8080/tcp":{}},"Labels":{"team":"a"}}}"#;
+        let annotations = BTreeMap::from([
+            (
+                "org.opencontainers.image.base.name".to_owned(),
+                "docker.io/library/alpine:3.20".to_owned(),
+            ),
+            (
+                "org.opencontainers.image.created".to_owned(),
+                "2026-01-02T00:00:00Z".to_owned(),
+            ),
+        ]);
+        let facts = facts_of(config, &annotations);
+        assert_eq!(facts.user.as_deref(), Some("1000"));
+        assert_eq!(facts.exposed_ports, ["8080/tcp"]);
+        assert_eq!(facts.labels.get("team").map(String::as_str), Some("a"));
+        assert_eq!(
+            facts.base_name.as_deref(),
+            Some("docker.io/library/alpine:3.20")
+        );
+        assert_eq!(
+            facts.annotation_created.as_deref(),
+            Some("2026-01-02T00:00:00Z")
+        );
+        assert_eq!(
+            facts_of(b"not json", &BTreeMap::new()),
+            ImageFacts::default()
+        );
+    }
+
+    #[test]
+    fn a_manifest_without_config_or_children_is_a_protocol_error() {
+        assert!(matches!(
+            Manifest::parse(br#"{"schemaVersion":2}"#),
+            Err(RegistryError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn server_errors_are_transient_and_404_is_not_found() {
+        let server = RegistryError::from_oci(OciDistributionError::ServerError {
+            code: 503,
+            url: "u".into(),
+            message: String::new(),
+        });
+        assert!(server.is_transient());
+        let missing = RegistryError::from_oci(OciDistributionError::ServerError {
+            code: 404,
+            url: "u".into(),
+            message: String::new(),
+        });
+        assert!(matches!(missing, RegistryError::NotFound(_)));
+    }
+}

@@ -1,0 +1,515 @@
+//! The registry-backed `EvidenceSource`: resolves tags, reads image facts, verifies
+//! signatures and attestations, and caches all of it so the warm path is a few hash lookups.
+//!
+//! Caches (moka, each bounded by `evidence.cacheCapacity`):
+//! * tag → digest: fresh for `evidence.tagTtlSeconds`; when a refresh fails with a transient
+//!   error, the last known digest is served for up to `evidence.maxStalenessSeconds` more
+//!   (stale-while-revalidate), with a warning saying so;
+//! * digest → facts and platform children: `evidence.verifiedTtlSeconds` (digests are
+//!   immutable);
+//! * (digest, authorities fingerprint) → verification: `evidence.verifiedTtlSeconds`; a key
+//!   rotation changes the fingerprint, so old results are never reused for new keys;
+//! * failures: `evidence.failureTtlSeconds`, so a failing registry is not hammered.
+//!
+//! Every cache fill is single-flight (moka's `try_get_with`): concurrent reviews of one image
+//! share one registry round trip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use tokio::time::Instant;
+
+use crate::config::{Config, EvidenceSettings, ImagePolicy};
+use crate::credentials::{Credential, DockerConfig, PullSecretSource};
+use crate::evidence::{
+    EvidenceError, EvidenceFuture, EvidenceSource, GatherContext, ImageEvidence, ImageFacts,
+    PolicyVerification, SignatureEvidence,
+};
+use crate::reference::ImageRef;
+use crate::registry::{
+    Call, Manifest, RegistryClient, RegistryError, child_for_platform, facts_of,
+};
+use crate::signature::{self, Authorities, SignatureError};
+
+/// How long compiled authorities (keys read from files) are reused before files are re-read.
+const AUTHORITIES_TTL: Duration = Duration::from_secs(30);
+/// How long a namespace's pull secrets are reused.
+const PULL_SECRETS_TTL: Duration = Duration::from_secs(30);
+/// Registry calls stop this long before the review's deadline, so that a slow registry is
+/// reported by name rather than by the engine's generic deadline message.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+/// The registry source could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryEvidenceError {
+    #[error("registry configuration: {0}")]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+}
+
+/// What is cached per digest: the manifest's shape and the platform image's facts.
+#[derive(Debug, Clone)]
+struct Details {
+    children: std::collections::BTreeMap<String, String>,
+    platform_digest: Option<String>,
+    facts: Option<ImageFacts>,
+    notes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Resolution {
+    digest: String,
+    at: Instant,
+}
+
+/// Evidence from registries, cached and single-flighted.
+pub struct RegistryEvidence {
+    registry: Arc<RegistryClient>,
+    pull_secrets: Option<Arc<dyn PullSecretSource>>,
+    settings: EvidenceSettings,
+    fresh_tags: Cache<String, String>,
+    known_tags: Cache<String, Resolution>,
+    details: Cache<String, Arc<Details>>,
+    verifications: Cache<String, Arc<PolicyVerification>>,
+    failures: Cache<String, RegistryError>,
+    authorities: Cache<String, Arc<Authorities>>,
+    secrets: Cache<String, Arc<Vec<DockerConfig>>>,
+}
+
+impl std::fmt::Debug for RegistryEvidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryEvidence")
+            .field("registry", &self.registry)
+            .field("pull_secrets", &self.pull_secrets.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryEvidence {
+    /// A source for a configuration. Key files, trust roots, CA files and credentials are read
+    /// now, so a broken one is refused with the configuration.
+    pub fn new(
+        config: &Config,
+        pull_secrets: Option<Arc<dyn PullSecretSource>>,
+    ) -> Result<Self, RegistryEvidenceError> {
+        for policy in &config.image_policies {
+            Authorities::compile(policy)?;
+        }
+        let registry = Arc::new(RegistryClient::new(&config.registries, &config.evidence)?);
+        Ok(Self::with_registry(
+            registry,
+            config.evidence.clone(),
+            pull_secrets,
+        ))
+    }
+
+    /// A source over an existing client (shared across configuration reloads).
+    pub fn with_registry(
+        registry: Arc<RegistryClient>,
+        settings: EvidenceSettings,
+        pull_secrets: Option<Arc<dyn PullSecretSource>>,
+    ) -> Self {
+        let capacity = settings.cache_capacity;
+        let tag_ttl = Duration::from_secs(settings.tag_ttl_seconds);
+        let known_ttl = Duration::from_secs(
+            settings
+                .tag_ttl_seconds
+                .saturating_add(settings.max_staleness_seconds),
+        );
+        let long = Duration::from_secs(settings.verified_ttl_seconds.max(1));
+        let failure_ttl = Duration::from_secs(settings.failure_ttl_seconds.max(1));
+        Self {
+            registry,
+            pull_secrets,
+            fresh_tags: bounded(capacity, tag_ttl.max(Duration::from_millis(1))),
+            known_tags: bounded(capacity, known_ttl.max(Duration::from_millis(1))),
+            details: bounded(capacity, long),
+            verifications: bounded(capacity, long),
+            failures: bounded(capacity, failure_ttl),
+            authorities: bounded(capacity, AUTHORITIES_TTL),
+            secrets: bounded(capacity, PULL_SECRETS_TTL),
+            settings,
+        }
+    }
+
+    /// The registry client (for tag resolution elsewhere, e.g. base-image freshness).
+    pub fn registry(&self) -> &Arc<RegistryClient> {
+        &self.registry
+    }
+
+    fn error(image: &ImageRef, message: impl std::fmt::Display) -> EvidenceError {
+        EvidenceError {
+            image: image.written().to_owned(),
+            registry: image.registry().to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The credential for this image's registry in this pod's context.
+    async fn credential(
+        &self,
+        image: &ImageRef,
+        context: &GatherContext,
+    ) -> Result<Credential, EvidenceError> {
+        let host = image.registry();
+        if self.registry.has_explicit_credential(host) {
+            return Ok(self
+                .registry
+                .configured_credential(host)
+                .unwrap_or_default());
+        }
+        if let Some(source) = self
+            .pull_secrets
+            .as_ref()
+            .filter(|_| !context.namespace.is_empty())
+        {
+            let key = format!(
+                "{}\0{}\0{}",
+                context.namespace,
+                context.pull.service_account.as_deref().unwrap_or("default"),
+                context.pull.image_pull_secrets.join(",")
+            );
+            let configs = self
+                .secrets
+                .try_get_with(key, async {
+                    source
+                        .docker_configs(&context.namespace, &context.pull)
+                        .await
+                        .map(Arc::new)
+                })
+                .await
+                .map_err(|err| Self::error(image, format!("pull secrets: {err}")))?;
+            if let Some(credential) = configs.iter().find_map(|c| c.for_registry(host)) {
+                return Ok(credential.clone());
+            }
+        }
+        Ok(self
+            .registry
+            .configured_credential(host)
+            .unwrap_or_default())
+    }
+
+    /// The digest to judge: the written one, or the tag's (fresh, else stale within bounds).
+    /// `Ok(None)` when the tag does not exist.
+    async fn digest_of(
+        &self,
+        image: &ImageRef,
+        call: &Call,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<String>, EvidenceError> {
+        if let Some(digest) = image.digest() {
+            return Ok(Some(digest.to_owned()));
+        }
+        let key = format!(
+            "{}:{}",
+            image.repository_path(),
+            image.tag().unwrap_or("latest")
+        );
+        if let Some(digest) = self.fresh_tags.get(&key).await {
+            return Ok(Some(digest));
+        }
+        let resolved = match self.failures.get(&key).await {
+            Some(err) => Err(err),
+            None => self
+                .fresh_tags
+                .try_get_with(key.clone(), async {
+                    self.registry.resolve_with(image, call).await
+                })
+                .await
+                .map_err(|err| (*err).clone()),
+        };
+        match resolved {
+            Ok(digest) => {
+                self.known_tags
+                    .insert(
+                        key,
+                        Resolution {
+                            digest: digest.clone(),
+                            at: Instant::now(),
+                        },
+                    )
+                    .await;
+                Ok(Some(digest))
+            }
+            Err(RegistryError::NotFound(_)) => Ok(None),
+            Err(err) => {
+                self.failures.insert(key.clone(), err.clone()).await;
+                let transient =
+                    matches!(err, RegistryError::Unavailable(_) | RegistryError::Timeout);
+                match self.known_tags.get(&key).await {
+                    Some(known) if transient => {
+                        // Digest first: warnings are cut at 120 characters.
+                        notes.push(format!(
+                            "judged {} (tag {} resolved {}s ago; registry {} failed: {err})",
+                            known.digest,
+                            image.tag().unwrap_or("latest"),
+                            known.at.elapsed().as_secs(),
+                            image.registry(),
+                        ));
+                        Ok(Some(known.digest))
+                    }
+                    _ => Err(Self::error(image, err)),
+                }
+            }
+        }
+    }
+
+    async fn details(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        call: &Call,
+    ) -> Result<Arc<Details>, RegistryError> {
+        let key = format!("{}@{digest}", image.repository_path());
+        if let Some(err) = self.failures.get(&key).await {
+            return Err(err);
+        }
+        let result = self
+            .details
+            .try_get_with(key.clone(), async {
+                self.fetch_details(image, digest, call).await.map(Arc::new)
+            })
+            .await
+            .map_err(|err| (*err).clone());
+        match result {
+            Ok(details) => Ok(details),
+            Err(err) => {
+                if !matches!(err, RegistryError::NotFound(_)) {
+                    self.failures.insert(key, err.clone()).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn fetch_details(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        call: &Call,
+    ) -> Result<Details, RegistryError> {
+        let mut details = Details {
+            children: std::collections::BTreeMap::new(),
+            platform_digest: None,
+            facts: None,
+            notes: Vec::new(),
+        };
+        let manifest = self.registry.manifest(image, digest, call).await?;
+        let (platform_digest, manifest) = match manifest {
+            Manifest::Index { children } => {
+                for child in &children {
+                    details
+                        .children
+                        .entry(child.platform.clone())
+                        .or_insert_with(|| child.digest.clone());
+                }
+                let Some(child) = child_for_platform(&children, &self.settings.platform) else {
+                    details.notes.push(format!(
+                        "{}: the index has no {} image; no image facts",
+                        image.written(),
+                        self.settings.platform
+                    ));
+                    return Ok(details);
+                };
+                let child_digest = child.digest.clone();
+                let manifest = self.registry.manifest(image, &child_digest, call).await?;
+                (child_digest, manifest)
+            }
+            image_manifest @ Manifest::Image { .. } => (digest.to_owned(), image_manifest),
+        };
+        details.platform_digest = Some(platform_digest);
+        if let Manifest::Image {
+            config,
+            annotations,
+            ..
+        } = &manifest
+        {
+            let blob = self.registry.blob(image, config, call).await?;
+            details.facts = Some(facts_of(&blob, annotations));
+        }
+        Ok(details)
+    }
+
+    async fn authorities_of(
+        &self,
+        policy: &ImagePolicy,
+    ) -> Result<Option<Arc<Authorities>>, String> {
+        if policy.signatures.is_none() {
+            return Ok(None);
+        }
+        let key = serde_json::to_string(policy).map_err(|err| err.to_string())?;
+        self.authorities
+            .try_get_with(key, async {
+                Authorities::compile(policy)
+                    .map_err(|err| err.to_string())?
+                    .map(Arc::new)
+                    .ok_or_else(|| "no signature requirement".to_owned())
+            })
+            .await
+            .map(Some)
+            .map_err(|err| (*err).clone())
+    }
+
+    async fn verification(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        authorities: &Authorities,
+        call: &Call,
+    ) -> Result<Arc<PolicyVerification>, EvidenceError> {
+        let key = format!(
+            "{}@{digest}#{}#{}",
+            image.repository_path(),
+            authorities.policy,
+            authorities.fingerprint()
+        );
+        if let Some(err) = self.failures.get(&key).await {
+            return Err(Self::error(image, err));
+        }
+        let result = self
+            .verifications
+            .try_get_with(key.clone(), async {
+                let collected =
+                    signature::collect(&self.registry, image, digest, call, &[authorities]).await?;
+                Ok::<_, RegistryError>(Arc::new(signature::judge(
+                    authorities,
+                    image,
+                    digest,
+                    &collected,
+                )))
+            })
+            .await
+            .map_err(|err| (*err).clone());
+        match result {
+            Ok(verification) => Ok(verification),
+            Err(err) => {
+                self.failures.insert(key, err.clone()).await;
+                Err(Self::error(image, err))
+            }
+        }
+    }
+
+    async fn gather_evidence(
+        &self,
+        image: &ImageRef,
+        policies: &[ImagePolicy],
+        context: &GatherContext,
+    ) -> Result<ImageEvidence, EvidenceError> {
+        let credential = self.credential(image, context).await?;
+        let call = Call {
+            deadline: context
+                .deadline
+                .checked_sub(DEADLINE_MARGIN)
+                .unwrap_or(context.deadline),
+            credential,
+        };
+        let mut notes = Vec::new();
+        let Some(digest) = self.digest_of(image, &call, &mut notes).await? else {
+            let reason = format!(
+                "{}:{} does not exist in registry {}",
+                image.repository_path(),
+                image.tag().unwrap_or("latest"),
+                image.registry()
+            );
+            return Ok(ImageEvidence::signatures_only(
+                None,
+                SignatureEvidence::Unverified { reason },
+            ));
+        };
+        let details = match self.details(image, &digest, &call).await {
+            Ok(details) => details,
+            Err(RegistryError::NotFound(_)) => {
+                let reason = format!(
+                    "{}@{digest} does not exist in registry {}",
+                    image.repository_path(),
+                    image.registry()
+                );
+                return Ok(ImageEvidence::signatures_only(
+                    Some(digest),
+                    SignatureEvidence::Unverified { reason },
+                ));
+            }
+            Err(err) => return Err(Self::error(image, err)),
+        };
+        let mut verifications = Vec::new();
+        for policy in policies {
+            let authorities = match self.authorities_of(policy).await {
+                Ok(Some(authorities)) => authorities,
+                Ok(None) => continue,
+                Err(reason) => {
+                    // A key that cannot be read now is unverifiable: fail closed.
+                    verifications.push(PolicyVerification {
+                        policy: policy.name.clone(),
+                        signatures: SignatureEvidence::Unavailable { reason },
+                        attestations: Vec::new(),
+                        missing_attestations: Vec::new(),
+                    });
+                    continue;
+                }
+            };
+            let verification = self
+                .verification(image, &digest, &authorities, &call)
+                .await?;
+            verifications.push((*verification).clone());
+        }
+        let signatures = overall(&verifications);
+        let attestations = verifications
+            .iter()
+            .flat_map(|v| v.attestations.iter().cloned())
+            .collect();
+        notes.extend(details.notes.iter().cloned());
+        Ok(ImageEvidence {
+            digest: Some(digest),
+            signatures,
+            facts: details.facts.clone(),
+            children: details.children.clone(),
+            platform_digest: details.platform_digest.clone(),
+            verifications,
+            attestations,
+            notes,
+        })
+    }
+}
+
+fn bounded<V: Clone + Send + Sync + 'static>(capacity: u64, ttl: Duration) -> Cache<String, V> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(ttl)
+        .build()
+}
+
+/// Verified only when every policy's requirement is verified; otherwise the first failure.
+fn overall(verifications: &[PolicyVerification]) -> SignatureEvidence {
+    if verifications.is_empty() {
+        return SignatureEvidence::Unavailable {
+            reason: "no image policy asks for signatures".into(),
+        };
+    }
+    let mut signers = Vec::new();
+    for verification in verifications {
+        match &verification.signatures {
+            SignatureEvidence::Verified { signers: found } => {
+                for signer in found {
+                    if !signers.contains(signer) {
+                        signers.push(signer.clone());
+                    }
+                }
+            }
+            other => return other.clone(),
+        }
+    }
+    SignatureEvidence::Verified { signers }
+}
+
+impl EvidenceSource for RegistryEvidence {
+    fn gather<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        policies: &'a [ImagePolicy],
+        context: &'a GatherContext,
+    ) -> EvidenceFuture<'a> {
+        Box::pin(self.gather_evidence(image, policies, context))
+    }
+}

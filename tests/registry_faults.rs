@@ -1,0 +1,259 @@
+//! Registry failures: a small fake registry on 127.0.0.1 (axum) that answers 5xx, answers
+//! late, or recovers after a few failures, to check retries, deadlines and the `onError`
+//! outcome. (The happy paths run against the real registry in `registry_on_loopback.rs`.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use portcullis::config::LoadedConfig;
+use portcullis::credentials::{Credential, DockerConfig, PullSecretFuture, PullSecretSource};
+use portcullis::evidence::{EvidenceSource, GatherContext};
+use portcullis::reference::ImageRef;
+use portcullis::registry::{Call, RegistryClient, RegistryError};
+use portcullis::registry_evidence::RegistryEvidence;
+use portcullis::workload::PullRefs;
+use tokio::time::Instant;
+
+const CONFIG: &str = "{\"config\":{\"User\":\"1000\"}}";
+
+/// The one image the fake serves: a manifest naming a config blob.
+fn manifest() -> (String, String, String) {
+    use sha2::Digest as _;
+    let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(CONFIG)));
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_digest}\",\"size\":{}}},\"layers\":[]}}",
+        CONFIG.len()
+    );
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&manifest)));
+    (manifest, digest, config_digest)
+}
+
+#[derive(Clone)]
+struct Fake {
+    /// Manifest requests seen.
+    hits: Arc<AtomicUsize>,
+    /// How many manifest requests fail with 503 before answering.
+    failures: usize,
+    /// Whether manifest requests hang instead.
+    hang: bool,
+    /// Credentials the fake insists on (basic auth header value), if any.
+    authorization: Option<String>,
+}
+
+async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if let Some(expected) = &fake.authorization {
+        let given = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"fake\"")],
+                "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}",
+            )
+                .into_response();
+        }
+    }
+    if path == "/v2/" {
+        return StatusCode::OK.into_response();
+    }
+    if path.contains("/manifests/") {
+        let seen = fake.hits.fetch_add(1, Ordering::SeqCst);
+        if fake.hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if seen < fake.failures {
+            return (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response();
+        }
+        let (manifest, digest, _) = manifest();
+        if path.contains(".sig") || path.contains(".att") {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        return (
+            StatusCode::OK,
+            [
+                ("docker-content-digest", digest.as_str()),
+                ("content-type", "application/vnd.oci.image.manifest.v1+json"),
+            ],
+            manifest,
+        )
+            .into_response();
+    }
+    let (_, _, config_digest) = manifest();
+    if path.ends_with(&format!("/blobs/{config_digest}")) {
+        return (StatusCode::OK, CONFIG).into_response();
+    }
+    StatusCode::NOT_FOUND.into_response()
+}
+
+async fn start(fake: Fake) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let app = Router::new().fallback(any(handle)).with_state(fake);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    host
+}
+
+fn fake(failures: usize, hang: bool) -> Fake {
+    Fake {
+        hits: Arc::new(AtomicUsize::new(0)),
+        failures,
+        hang,
+        authorization: None,
+    }
+}
+
+fn client(host: &str, attempts: usize) -> RegistryClient {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let yaml = format!(
+        "registries:\n  - host: \"{host}\"\n    insecure: true\nevidence:\n  maxAttempts: {attempts}\n"
+    );
+    let loaded = LoadedConfig::from_yaml(&yaml, "test").unwrap();
+    RegistryClient::new(&loaded.config.registries, &loaded.config.evidence).unwrap()
+}
+
+fn call(seconds: u64) -> Call {
+    Call {
+        deadline: Instant::now() + Duration::from_secs(seconds),
+        credential: Credential::Anonymous,
+    }
+}
+
+#[tokio::test]
+async fn transient_5xx_answers_are_retried_within_the_deadline() {
+    let fake = fake(2, false);
+    let hits = fake.hits.clone();
+    let host = start(fake).await;
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    let digest = client(&host, 3).resolve_with(&image, &call(10)).await;
+    assert_eq!(digest.ok(), Some(manifest().1));
+    // Two 503s, then success (HEAD answers carry no body, so each attempt is one request).
+    assert!(hits.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test]
+async fn a_registry_that_keeps_failing_is_an_unavailable_error_after_the_configured_attempts() {
+    let fake = fake(usize::MAX, false);
+    let hits = fake.hits.clone();
+    let host = start(fake).await;
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    let err = client(&host, 2)
+        .resolve_with(&image, &call(10))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+    let attempts = hits.load(Ordering::SeqCst);
+    // HEAD without a digest falls back to GET, so one attempt is at most two requests.
+    assert!((2..=4).contains(&attempts), "{attempts} requests");
+}
+
+#[tokio::test]
+async fn a_registry_that_does_not_answer_is_a_timeout_at_the_deadline() {
+    let host = start(fake(0, true)).await;
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    let err = client(&host, 3)
+        .resolve_with(&image, &call(1))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, RegistryError::Timeout), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_an_evidence_error_naming_the_registry() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let yaml = format!(
+        "registries:\n  - host: \"{host}\"\n    insecure: true\nimagePolicies:\n  - name: p\n    images: [\"{host}/**\"]\n    signatures:\n      keys:\n        - pem: |\n            -----BEGIN PUBLIC KEY-----\n            MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEKbfNeNmuXaFY6M4XnTkYVTk9F9iH\n            PVZqrSq0aWkr0DYMDdVK8CSsLhz5TtZyqsoMA2GqHyLd3KP3qGYvB4XlGg==\n            -----END PUBLIC KEY-----\n"
+    );
+    let loaded = LoadedConfig::from_yaml(&yaml, "test").unwrap();
+    let evidence = RegistryEvidence::new(&loaded.config, None).unwrap();
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    let context = GatherContext::anonymous(Instant::now() + Duration::from_secs(5));
+    let err = evidence
+        .gather(&image, &loaded.config.image_policies, &context)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.registry, host);
+    assert!(err.message.contains("unavailable"), "{err}");
+}
+
+/// A hand-written pull-secret source: the credentials a pod's secret would carry.
+#[derive(Debug)]
+struct PodSecrets(DockerConfig);
+
+impl PullSecretSource for PodSecrets {
+    fn docker_configs<'a>(
+        &'a self,
+        _namespace: &'a str,
+        pull: &'a PullRefs,
+    ) -> PullSecretFuture<'a> {
+        let configs = if pull.image_pull_secrets.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.0.clone()]
+        };
+        Box::pin(async move { Ok(configs) })
+    }
+}
+
+#[tokio::test]
+async fn the_pods_pull_secret_credentials_are_sent_to_its_registry() {
+    let mut fake = fake(0, false);
+    // "reader:s3cret"
+    fake.authorization = Some("Basic cmVhZGVyOnMzY3JldA==".into());
+    let host = start(fake).await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let yaml = format!("registries:\n  - host: \"{host}\"\n    insecure: true\n");
+    let loaded = LoadedConfig::from_yaml(&yaml, "test").unwrap();
+    let secret = DockerConfig::parse(
+        format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"cmVhZGVyOnMzY3JldA==\"}}}}}}").as_bytes(),
+        "test",
+    )
+    .unwrap();
+    let evidence =
+        RegistryEvidence::new(&loaded.config, Some(Arc::new(PodSecrets(secret)))).unwrap();
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    let with_secret = GatherContext {
+        namespace: "shop".into(),
+        pull: PullRefs {
+            image_pull_secrets: vec!["pull".into()],
+            service_account: None,
+        },
+        deadline: Instant::now() + Duration::from_secs(5),
+    };
+    let found = evidence.gather(&image, &[], &with_secret).await.unwrap();
+    assert_eq!(found.digest, Some(manifest().1));
+    assert_eq!(found.facts.and_then(|f| f.user).as_deref(), Some("1000"));
+
+    let without_secret = GatherContext {
+        namespace: "shop".into(),
+        pull: PullRefs::default(),
+        deadline: Instant::now() + Duration::from_secs(5),
+    };
+    let other = ImageRef::parse(&format!("{host}/team/other:v1")).unwrap();
+    let err = evidence
+        .gather(&other, &[], &without_secret)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.message.contains("access denied"), "{err}");
+}
