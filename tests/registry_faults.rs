@@ -45,6 +45,9 @@ struct Fake {
     hang: bool,
     /// Credentials the fake insists on (basic auth header value), if any.
     authorization: Option<String>,
+    /// Manifest requests in flight now, and the most seen at once.
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
 }
 
 async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Response {
@@ -68,6 +71,11 @@ async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Re
     }
     if path.contains("/manifests/") {
         let seen = fake.hits.fetch_add(1, Ordering::SeqCst);
+        let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        fake.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Long enough for concurrent requests to overlap if the client let them.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fake.in_flight.fetch_sub(1, Ordering::SeqCst);
         if fake.hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
@@ -109,13 +117,19 @@ fn fake(failures: usize, hang: bool) -> Fake {
         failures,
         hang,
         authorization: None,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        most_in_flight: Arc::new(AtomicUsize::new(0)),
     }
 }
 
 fn client(host: &str, attempts: usize) -> RegistryClient {
+    limited_client(host, attempts, 16)
+}
+
+fn limited_client(host: &str, attempts: usize, limit: usize) -> RegistryClient {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let yaml = format!(
-        "registries:\n  - host: \"{host}\"\n    insecure: true\nevidence:\n  maxAttempts: {attempts}\n"
+        "registries:\n  - host: \"{host}\"\n    insecure: true\nevidence:\n  maxAttempts: {attempts}\n  maxConcurrentRequestsPerRegistry: {limit}\n"
     );
     let loaded = LoadedConfig::from_yaml(&yaml, "test").unwrap();
     RegistryClient::new(&loaded.config.registries, &loaded.config.evidence).unwrap()
@@ -256,4 +270,26 @@ async fn the_pods_pull_secret_credentials_are_sent_to_its_registry() {
         .err()
         .unwrap();
     assert!(err.message.contains("access denied"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_one_registry_stay_within_its_concurrency_limit() {
+    let fake = fake(0, false);
+    let (hits, most) = (fake.hits.clone(), fake.most_in_flight.clone());
+    let host = start(fake).await;
+    let client = limited_client(&host, 1, 2);
+    let images: Vec<ImageRef> = (0..12)
+        .map(|i| ImageRef::parse(&format!("{host}/team/app:v{i}")).unwrap())
+        .collect();
+    let deadline = call(10);
+    let results = futures_util::future::join_all(
+        images
+            .iter()
+            .map(|image| client.resolve_with(image, &deadline)),
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(hits.load(Ordering::SeqCst) >= 12);
+    let most = most.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} requests in flight at once");
 }
