@@ -48,10 +48,44 @@ struct Fake {
     /// Manifest requests in flight now, and the most seen at once.
     in_flight: Arc<AtomicUsize>,
     most_in_flight: Arc<AtomicUsize>,
+    /// Token auth as Docker Hub or GHCR do it: a `Bearer` challenge naming a token endpoint
+    /// (on the fake itself) that trades basic credentials for a token.
+    bearer: bool,
 }
 
 async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Response {
     let path = request.uri().path().to_owned();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if fake.bearer {
+        if path == "/token" {
+            let scope_ok = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("scope=repository%3Ateam%2Fapp%3Apull"));
+            if authorization.as_deref() == Some("Basic cmVhZGVyOnMzY3JldA==") && scope_ok {
+                return (StatusCode::OK, "{\"token\":\"t0ken\"}").into_response();
+            }
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        if authorization.as_deref() != Some("Bearer t0ken") {
+            let host = request
+                .headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let challenge = format!("Bearer realm=\"http://{host}/token\",service=\"fake\"");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", challenge)],
+                "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}",
+            )
+                .into_response();
+        }
+    }
     if let Some(expected) = &fake.authorization {
         let given = request
             .headers()
@@ -119,6 +153,7 @@ fn fake(failures: usize, hang: bool) -> Fake {
         authorization: None,
         in_flight: Arc::new(AtomicUsize::new(0)),
         most_in_flight: Arc::new(AtomicUsize::new(0)),
+        bearer: false,
     }
 }
 
@@ -292,4 +327,37 @@ async fn requests_to_one_registry_stay_within_its_concurrency_limit() {
     assert!(hits.load(Ordering::SeqCst) >= 12);
     let most = most.load(Ordering::SeqCst);
     assert!((1..=2).contains(&most), "{most} requests in flight at once");
+}
+
+#[tokio::test]
+async fn a_bearer_token_challenge_is_answered_with_the_configured_credentials() {
+    let mut fake = fake(0, false);
+    fake.bearer = true;
+    let host = start(fake).await;
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    let client = client(&host, 1);
+    let with_credentials = Call {
+        deadline: Instant::now() + Duration::from_secs(10),
+        credential: Credential::Basic {
+            username: "reader".into(),
+            password: "s3cret".into(),
+        },
+    };
+    let digest = client.resolve_with(&image, &with_credentials).await;
+    assert_eq!(digest.ok(), Some(manifest().1));
+
+    let wrong = Call {
+        deadline: Instant::now() + Duration::from_secs(10),
+        credential: Credential::Basic {
+            username: "reader".into(),
+            password: "wrong".into(),
+        },
+    };
+    let other = ImageRef::parse(&format!("{host}/team/app:v2")).unwrap();
+    let err = limited_client(&host, 1, 4)
+        .resolve_with(&other, &wrong)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err}");
 }
