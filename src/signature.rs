@@ -1005,6 +1005,101 @@ mod tests {
         );
     }
 
+    /// A `.sig` layer for `digest` in `repository`, signed by `signer`.
+    fn layer(
+        signer: &sigstore::crypto::signing_key::SigStoreSigner,
+        repository: &str,
+        digest: &str,
+    ) -> SignatureLayer {
+        let payload = format!(
+            "{{\"critical\":{{\"identity\":{{\"docker-reference\":\"{repository}\"}},\"image\":{{\"docker-manifest-digest\":\"{digest}\"}},\"type\":\"cosign container image signature\"}},\"optional\":null}}"
+        )
+        .into_bytes();
+        let signature = BASE64.encode(signer.sign(&payload).unwrap());
+        SignatureLayer {
+            simple_signing: serde_json::from_slice(&payload).unwrap(),
+            oci_digest: String::new(),
+            certificate_signature: None,
+            bundle: None,
+            signature: Some(signature),
+            raw_data: payload,
+        }
+    }
+
+    fn public_pem(signer: &sigstore::crypto::signing_key::SigStoreSigner) -> String {
+        signer
+            .to_sigstore_keypair()
+            .unwrap()
+            .public_key_to_pem()
+            .unwrap()
+    }
+
+    fn authorities(pems: &[String], threshold: usize) -> Authorities {
+        let requirement = SignatureRequirement {
+            keys: pems
+                .iter()
+                .map(|pem| KeySource {
+                    path: None,
+                    pem: Some(pem.clone()),
+                })
+                .collect(),
+            keyless: Vec::new(),
+            trusted_root: None,
+            threshold: Some(threshold),
+            mirror_of: Vec::new(),
+            attestations: Vec::new(),
+        };
+        Authorities::from_requirement("team", &requirement).unwrap()
+    }
+
+    #[test]
+    fn a_threshold_counts_distinct_keys_not_signatures() {
+        use sigstore::crypto::SigningScheme;
+        let first = SigningScheme::ECDSA_P256_SHA256_ASN1
+            .create_signer()
+            .unwrap();
+        let second = SigningScheme::ED25519.create_signer().unwrap();
+        let image = ImageRef::parse("registry.example/team/app:v1").unwrap();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let both = authorities(&[public_pem(&first), public_pem(&second)], 2);
+        let judged = |layers: Vec<SignatureLayer>| {
+            let collected = Collected {
+                payloads: vec![FoundPayload {
+                    docker_reference: None,
+                    manifest_digest: Some(digest.clone()),
+                }],
+                layers: BTreeMap::from([(String::new(), layers)]),
+                ..Collected::default()
+            };
+            judge(&both, &image, &digest, &collected).signatures
+        };
+        let twice_by_first = judged(vec![
+            layer(&first, "registry.example/team/app", &digest),
+            layer(&first, "registry.example/team/app", &digest),
+        ]);
+        assert!(
+            matches!(&twice_by_first, SignatureEvidence::Unverified { reason } if reason.contains("only 1 of 2")),
+            "{twice_by_first:?}"
+        );
+        let by_both = judged(vec![
+            layer(&first, "registry.example/team/app", &digest),
+            layer(&second, "registry.example/team/app", &digest),
+        ]);
+        assert!(
+            matches!(&by_both, SignatureEvidence::Verified { signers } if signers.len() == 2),
+            "{by_both:?}"
+        );
+        // The second key signed for another repository: that signature does not count.
+        let copied = judged(vec![
+            layer(&first, "registry.example/team/app", &digest),
+            layer(&second, "registry.example/other/app", &digest),
+        ]);
+        assert!(
+            matches!(&copied, SignatureEvidence::Unverified { reason } if reason.contains("another repository (registry.example/other/app)")),
+            "{copied:?}"
+        );
+    }
+
     #[test]
     fn a_trusted_root_without_a_log_key_is_refused() {
         let root = br#"{"certificateAuthorities":[{"certChain":{"certificates":[{"rawBytes":"AAAA"}]}}],"tlogs":[]}"#;

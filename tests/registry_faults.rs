@@ -45,10 +45,47 @@ struct Fake {
     hang: bool,
     /// Credentials the fake insists on (basic auth header value), if any.
     authorization: Option<String>,
+    /// Manifest requests in flight now, and the most seen at once.
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
+    /// Token auth as Docker Hub or GHCR do it: a `Bearer` challenge naming a token endpoint
+    /// (on the fake itself) that trades basic credentials for a token.
+    bearer: bool,
 }
 
 async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Response {
     let path = request.uri().path().to_owned();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if fake.bearer {
+        if path == "/token" {
+            let scope_ok = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("scope=repository%3Ateam%2Fapp%3Apull"));
+            if authorization.as_deref() == Some("Basic cmVhZGVyOnMzY3JldA==") && scope_ok {
+                return (StatusCode::OK, "{\"token\":\"t0ken\"}").into_response();
+            }
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        if authorization.as_deref() != Some("Bearer t0ken") {
+            let host = request
+                .headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let challenge = format!("Bearer realm=\"http://{host}/token\",service=\"fake\"");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", challenge)],
+                "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}",
+            )
+                .into_response();
+        }
+    }
     if let Some(expected) = &fake.authorization {
         let given = request
             .headers()
@@ -68,6 +105,11 @@ async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Re
     }
     if path.contains("/manifests/") {
         let seen = fake.hits.fetch_add(1, Ordering::SeqCst);
+        let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        fake.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Long enough for concurrent requests to overlap if the client let them.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fake.in_flight.fetch_sub(1, Ordering::SeqCst);
         if fake.hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
@@ -109,13 +151,20 @@ fn fake(failures: usize, hang: bool) -> Fake {
         failures,
         hang,
         authorization: None,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        most_in_flight: Arc::new(AtomicUsize::new(0)),
+        bearer: false,
     }
 }
 
 fn client(host: &str, attempts: usize) -> RegistryClient {
+    limited_client(host, attempts, 16)
+}
+
+fn limited_client(host: &str, attempts: usize, limit: usize) -> RegistryClient {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let yaml = format!(
-        "registries:\n  - host: \"{host}\"\n    insecure: true\nevidence:\n  maxAttempts: {attempts}\n"
+        "registries:\n  - host: \"{host}\"\n    insecure: true\nevidence:\n  maxAttempts: {attempts}\n  maxConcurrentRequestsPerRegistry: {limit}\n"
     );
     let loaded = LoadedConfig::from_yaml(&yaml, "test").unwrap();
     RegistryClient::new(&loaded.config.registries, &loaded.config.evidence).unwrap()
@@ -256,4 +305,59 @@ async fn the_pods_pull_secret_credentials_are_sent_to_its_registry() {
         .err()
         .unwrap();
     assert!(err.message.contains("access denied"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_one_registry_stay_within_its_concurrency_limit() {
+    let fake = fake(0, false);
+    let (hits, most) = (fake.hits.clone(), fake.most_in_flight.clone());
+    let host = start(fake).await;
+    let client = limited_client(&host, 1, 2);
+    let images: Vec<ImageRef> = (0..12)
+        .map(|i| ImageRef::parse(&format!("{host}/team/app:v{i}")).unwrap())
+        .collect();
+    let deadline = call(10);
+    let results = futures_util::future::join_all(
+        images
+            .iter()
+            .map(|image| client.resolve_with(image, &deadline)),
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(hits.load(Ordering::SeqCst) >= 12);
+    let most = most.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} requests in flight at once");
+}
+
+#[tokio::test]
+async fn a_bearer_token_challenge_is_answered_with_the_configured_credentials() {
+    let mut fake = fake(0, false);
+    fake.bearer = true;
+    let host = start(fake).await;
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    let client = client(&host, 1);
+    let with_credentials = Call {
+        deadline: Instant::now() + Duration::from_secs(10),
+        credential: Credential::Basic {
+            username: "reader".into(),
+            password: "s3cret".into(),
+        },
+    };
+    let digest = client.resolve_with(&image, &with_credentials).await;
+    assert_eq!(digest.ok(), Some(manifest().1));
+
+    let wrong = Call {
+        deadline: Instant::now() + Duration::from_secs(10),
+        credential: Credential::Basic {
+            username: "reader".into(),
+            password: "wrong".into(),
+        },
+    };
+    let other = ImageRef::parse(&format!("{host}/team/app:v2")).unwrap();
+    let err = limited_client(&host, 1, 4)
+        .resolve_with(&other, &wrong)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err}");
 }
