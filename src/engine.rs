@@ -20,6 +20,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, Operation};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
 use crate::clock::{Clock, SystemClock};
@@ -28,10 +30,12 @@ use crate::decision::{Context, Verdict};
 use crate::evidence::{EvidenceError, EvidenceSource, GatherContext};
 use crate::exceptions::Exceptions;
 use crate::policy::input::InputDocument;
+use crate::policy::lifecycle::{LifecycleFacts, build_time};
 use crate::policy::rego::{RegoBundle, RegoError};
 use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
 use crate::reference::{GlobError, ImageGlobs, ImageRef};
-use crate::scan::{NoScans, ScanSource};
+use crate::scan::attestation::{VULN_PREDICATE_TYPE, report_from_vuln_predicate};
+use crate::scan::{NoScans, ScanReport, ScanSource};
 use crate::workload::{self, PodView};
 
 /// Rule id for requests that cannot be judged at all (no object, malformed pod spec).
@@ -288,6 +292,7 @@ impl Engine {
             let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Verdict::on_error(context, crate::config::OnError::Deny, &reasons.join("; "));
         }
+        Self::attach_lifecycle(&mut images);
         self.attach_scans(&mut images);
         // Notes from evidence (e.g. a stale tag resolution served while the registry fails).
         let mut notes: Vec<String> = Vec::new();
@@ -381,6 +386,28 @@ impl Engine {
             .with_notes(&notes)
     }
 
+    /// Build time and base image state from the gathered evidence, for the lifecycle rules.
+    fn attach_lifecycle(images: &mut [ImageEntry]) {
+        for entry in images.iter_mut() {
+            let Some(Ok(evidence)) = &entry.evidence else {
+                continue;
+            };
+            let created = evidence
+                .facts
+                .as_ref()
+                .and_then(|facts| facts.created.as_deref())
+                .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok());
+            let provenance = evidence
+                .attestations
+                .iter()
+                .map(|a| (a.predicate_type.as_str(), &a.predicate));
+            entry.lifecycle = LifecycleFacts {
+                built: build_time(provenance, created),
+                base: evidence.base_image.clone(),
+            };
+        }
+    }
+
     /// Looks up the cached scan of every image an image policy judges vulnerabilities for, by
     /// the digest the registry resolved, or the digest pinned in the reference.
     fn attach_scans(&self, images: &mut [ImageEntry]) {
@@ -402,7 +429,14 @@ impl Engine {
                 .and_then(|e| e.as_ref().ok())
                 .and_then(|e| e.digest.clone());
             let digest = resolved.or_else(|| image.digest().map(str::to_owned));
-            let by_digest = digest.as_deref().and_then(|d| self.scans.lookup(d));
+            let attested = digest.as_deref().and_then(|d| attested_scan(entry, d));
+            // When sources disagree for one digest, the newest report wins (docs/scans.md).
+            let by_digest = digest
+                .as_deref()
+                .and_then(|d| self.scans.lookup(d))
+                .into_iter()
+                .chain(attested)
+                .max_by_key(|report| report.scanned_at);
             // A report that names no digest is only a fallback (the tag may have moved).
             entry.scan = match (by_digest, digest) {
                 (Some(report), _) => ScanState::Found(report),
@@ -572,4 +606,26 @@ pub fn operation_name(operation: &Operation) -> &'static str {
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     }
+}
+
+/// The newest scan carried by a verified cosign vulnerability attestation about `digest`.
+/// A verified attestation whose predicate cannot be read counts as no scan (logged): the
+/// `missingScan` outcome applies, never a silent pass.
+fn attested_scan(entry: &ImageEntry, digest: &str) -> Option<Arc<ScanReport>> {
+    let Some(Ok(evidence)) = &entry.evidence else {
+        return None;
+    };
+    evidence
+        .attestations
+        .iter()
+        .filter(|a| a.predicate_type == VULN_PREDICATE_TYPE)
+        .filter_map(|a| {
+            report_from_vuln_predicate(digest, &a.predicate, &a.signer)
+                .inspect_err(
+                    |err| tracing::warn!(error = %err, "ignoring a vulnerability attestation"),
+                )
+                .ok()
+        })
+        .max_by_key(|report| report.scanned_at)
+        .map(Arc::new)
 }

@@ -92,6 +92,8 @@ pub struct ImageEvidence {
     pub attestations: Vec<VerifiedAttestation>,
     /// Things the client should know (served from a stale resolution, ...), added as warnings.
     pub notes: Vec<String>,
+    /// The declared base image's tag resolved now, when an image policy judges base freshness.
+    pub base_image: crate::policy::lifecycle::BaseImageState,
 }
 
 impl ImageEvidence {
@@ -106,6 +108,7 @@ impl ImageEvidence {
             verifications: Vec::new(),
             attestations: Vec::new(),
             notes: Vec::new(),
+            base_image: crate::policy::lifecycle::BaseImageState::NotChecked,
         }
     }
 

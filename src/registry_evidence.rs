@@ -26,6 +26,7 @@ use crate::evidence::{
     EvidenceError, EvidenceFuture, EvidenceSource, GatherContext, ImageEvidence, ImageFacts,
     PolicyVerification, SignatureEvidence,
 };
+use crate::policy::lifecycle::BaseImageState;
 use crate::reference::ImageRef;
 use crate::registry::{
     Call, Manifest, RegistryClient, RegistryError, child_for_platform, facts_of,
@@ -460,6 +461,11 @@ impl RegistryEvidence {
             .flat_map(|v| v.attestations.iter().cloned())
             .collect();
         notes.extend(details.notes.iter().cloned());
+        let base_image = if policies.iter().any(|p| p.base_image_freshness.is_some()) {
+            self.base_image_state(details.facts.as_ref(), context).await
+        } else {
+            BaseImageState::NotChecked
+        };
         Ok(ImageEvidence {
             digest: Some(digest),
             signatures,
@@ -469,7 +475,56 @@ impl RegistryEvidence {
             verifications,
             attestations,
             notes,
+            base_image,
         })
+    }
+
+    /// Resolves the base image's tag now (through the same tag cache as every image) and
+    /// compares it with the digest the image says it was built on.
+    async fn base_image_state(
+        &self,
+        facts: Option<&ImageFacts>,
+        context: &GatherContext,
+    ) -> BaseImageState {
+        let Some((name, built_on)) =
+            facts.and_then(|f| Some((f.base_name.clone()?, f.base_digest.clone()?)))
+        else {
+            return BaseImageState::NotAnnotated;
+        };
+        let unresolved = |message: String| BaseImageState::Unresolved {
+            name: name.clone(),
+            message,
+        };
+        let base = match ImageRef::parse(&name) {
+            Ok(base) => base,
+            Err(err) => return unresolved(format!("not an image reference: {}", err.reason)),
+        };
+        let credential = match self.credential(&base, context).await {
+            Ok(credential) => credential,
+            Err(err) => return unresolved(err.message),
+        };
+        let call = Call {
+            deadline: context
+                .deadline
+                .checked_sub(DEADLINE_MARGIN)
+                .unwrap_or(context.deadline),
+            credential,
+        };
+        // A stale resolution note concerns the base, not the image: keep it in the message.
+        let mut notes = Vec::new();
+        match self.digest_of(&base, &call, &mut notes).await {
+            Ok(Some(current)) if current == built_on => BaseImageState::Current {
+                name,
+                digest: current,
+            },
+            Ok(Some(current)) => BaseImageState::Moved {
+                name,
+                built_on,
+                current,
+            },
+            Ok(None) => unresolved(format!("{} no longer exists", base.written())),
+            Err(err) => unresolved(err.message),
+        }
     }
 }
 

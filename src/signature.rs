@@ -216,6 +216,10 @@ pub struct Authorities {
     threshold: usize,
     mirror_of: Option<ImageGlobs>,
     attestations: Vec<String>,
+    /// Read (and verify) attestations even when none is required: the policy's vulnerability
+    /// rules take scans from cosign vuln attestations, and `maxImageAge` takes the build time
+    /// from SLSA provenance.
+    reads_attestations: bool,
     fingerprint: String,
 }
 
@@ -238,7 +242,12 @@ impl Authorities {
         let Some(requirement) = &policy.signatures else {
             return Ok(None);
         };
-        Self::from_requirement(&policy.name, requirement).map(Some)
+        let mut authorities = Self::from_requirement(&policy.name, requirement)?;
+        if policy.vulnerabilities.is_some() || policy.max_image_age.is_some() {
+            authorities.reads_attestations = true;
+            authorities.fingerprint.push_str("+attestations");
+        }
+        Ok(Some(authorities))
     }
 
     fn from_requirement(
@@ -313,6 +322,7 @@ impl Authorities {
             threshold,
             mirror_of,
             attestations,
+            reads_attestations: false,
             fingerprint: hex::encode(fingerprint.finalize()),
         })
     }
@@ -327,9 +337,10 @@ impl Authorities {
         self.trust.as_ref()
     }
 
-    /// Whether any attestation is required.
+    /// Whether attestations are read: some are required, or the policy's scan or image-age
+    /// rules use them.
     pub fn wants_attestations(&self) -> bool {
-        !self.attestations.is_empty()
+        self.reads_attestations || !self.attestations.is_empty()
     }
 
     /// `key /etc/keys/team.pub, keyless issuer=... subject=...` for messages.

@@ -107,14 +107,64 @@ pub fn image(entry: &ImageEntry) -> Value {
         }
     }
     out.insert("signatures".into(), signatures(entry));
-    // Verified attestations (predicate types and signers) join here when the signature layer
-    // gathers them; until then the list is empty.
-    out.insert("attestations".into(), Value::Array(Vec::new()));
+    out.insert("attestations".into(), attestations(entry));
     out.insert("scan".into(), scan(&entry.scan));
-    // Facts from the image config (user, created, exposedPorts, labels) join here when the
-    // registry evidence gathers them; until then the object is empty.
-    out.insert("facts".into(), Value::Object(Map::new()));
+    out.insert("facts".into(), facts(entry));
+    out.insert("build".into(), build(entry));
+    out.insert(
+        "baseImage".into(),
+        serde_json::to_value(&entry.lifecycle.base).unwrap_or(Value::Null),
+    );
     Value::Object(out)
+}
+
+/// Verified attestations: predicate type, signer and the predicate itself.
+fn attestations(entry: &ImageEntry) -> Value {
+    let Some(Ok(evidence)) = &entry.evidence else {
+        return Value::Array(Vec::new());
+    };
+    Value::Array(
+        evidence
+            .attestations
+            .iter()
+            .map(|a| json!({"predicateType": a.predicate_type, "signer": a.signer, "predicate": a.predicate}))
+            .collect(),
+    )
+}
+
+/// Facts from the judged platform's image config and manifest, plus the multi-arch layout;
+/// `{}` when no registry evidence was gathered (policies must treat a missing fact as unknown).
+fn facts(entry: &ImageEntry) -> Value {
+    let Some(Ok(evidence)) = &entry.evidence else {
+        return Value::Object(Map::new());
+    };
+    let mut facts = match evidence.facts.as_ref().map(serde_json::to_value) {
+        Some(Ok(Value::Object(map))) => map,
+        _ => Map::new(),
+    };
+    if let Some(platform_digest) = &evidence.platform_digest {
+        facts.insert("platformDigest".into(), json!(platform_digest));
+    }
+    if !evidence.children.is_empty() {
+        facts.insert("children".into(), json!(evidence.children));
+    }
+    Value::Object(facts)
+}
+
+/// When the image was built and where that time comes from (`null` when unknown).
+fn build(entry: &ImageEntry) -> Value {
+    match &entry.lifecycle.built {
+        None => Value::Null,
+        Some(built) => {
+            let source = match &built.source {
+                super::lifecycle::BuildTimeSource::Provenance { predicate_type } => {
+                    json!({"kind": "provenance", "predicateType": predicate_type})
+                }
+                super::lifecycle::BuildTimeSource::ImageConfig => json!({"kind": "imageConfig"}),
+            };
+            json!({"at": rfc3339(built.at), "source": source})
+        }
+    }
 }
 
 fn signatures(entry: &ImageEntry) -> Value {
@@ -232,6 +282,60 @@ mod tests {
             value["scan"]["summary"]["scannedAt"],
             "1970-01-01T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn image_facts_attestations_build_time_and_base_image_are_included() {
+        use crate::evidence::{ImageFacts, VerifiedAttestation};
+        use crate::policy::lifecycle::{BaseImageState, BuildTime, BuildTimeSource};
+        let mut evidence = ImageEvidence::signatures_only(
+            Some("sha256:index".into()),
+            SignatureEvidence::Verified {
+                signers: vec!["key team.pub".into()],
+            },
+        );
+        evidence.facts = Some(ImageFacts {
+            created: Some("2026-11-01T10:00:00Z".into()),
+            user: Some("1000".into()),
+            exposed_ports: vec!["8080/tcp".into()],
+            base_name: Some("docker.io/library/alpine:3.20".into()),
+            ..ImageFacts::default()
+        });
+        evidence.platform_digest = Some("sha256:child".into());
+        evidence.children = [("linux/amd64".to_owned(), "sha256:child".to_owned())].into();
+        evidence.attestations = vec![VerifiedAttestation {
+            predicate_type: "https://slsa.dev/provenance/v1".into(),
+            predicate: json!({"buildDefinition": {}}),
+            signer: "key team.pub".into(),
+        }];
+        let mut e = entry("ghcr.io/acme/app:1.0");
+        e.evidence = Some(Ok(evidence));
+        e.lifecycle.built = Some(BuildTime {
+            at: OffsetDateTime::UNIX_EPOCH,
+            source: BuildTimeSource::Provenance {
+                predicate_type: "https://slsa.dev/provenance/v1".into(),
+            },
+        });
+        e.lifecycle.base = BaseImageState::Moved {
+            name: "docker.io/library/alpine:3.20".into(),
+            built_on: "sha256:old".into(),
+            current: "sha256:new".into(),
+        };
+        let value = image(&e);
+        assert_eq!(value["facts"]["user"], "1000");
+        assert_eq!(value["facts"]["created"], "2026-11-01T10:00:00Z");
+        assert_eq!(value["facts"]["exposedPorts"], json!(["8080/tcp"]));
+        assert_eq!(value["facts"]["platformDigest"], "sha256:child");
+        assert_eq!(value["facts"]["children"]["linux/amd64"], "sha256:child");
+        assert_eq!(
+            value["attestations"][0]["predicateType"],
+            "https://slsa.dev/provenance/v1"
+        );
+        assert_eq!(value["attestations"][0]["signer"], "key team.pub");
+        assert_eq!(value["build"]["at"], "1970-01-01T00:00:00Z");
+        assert_eq!(value["build"]["source"]["kind"], "provenance");
+        assert_eq!(value["baseImage"]["state"], "moved");
+        assert_eq!(value["baseImage"]["current"], "sha256:new");
     }
 
     #[test]

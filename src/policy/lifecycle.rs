@@ -135,7 +135,8 @@ impl std::fmt::Display for BuildTimeSource {
 }
 
 /// The base image an image declares with `org.opencontainers.image.base.name` / `.base.digest`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
 pub enum BaseImageState {
     /// No image policy asked for base freshness.
     #[default]
@@ -145,6 +146,7 @@ pub enum BaseImageState {
     /// The base tag still names the digest the image was built on.
     Current { name: String, digest: String },
     /// The base tag moved since the build.
+    #[serde(rename_all = "camelCase")]
     Moved {
         name: String,
         built_on: String,
