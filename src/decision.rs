@@ -117,6 +117,9 @@ struct AuditFinding<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<&'a str>,
     found: &'a str,
+    /// Warnings and audit findings admit the object, so this is the one place the fix is
+    /// recorded for them.
+    fix: &'a str,
 }
 
 impl Verdict {
@@ -316,6 +319,7 @@ impl Verdict {
                         container,
                         image,
                         found: &f.found,
+                        fix: &f.fix,
                     }
                 })
                 .collect();

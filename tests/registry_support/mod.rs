@@ -298,6 +298,8 @@ pub struct ImageSpec {
     pub labels: BTreeMap<String, String>,
     pub created: String,
     pub base_name: Option<String>,
+    /// `org.opencontainers.image.base.digest`; a fixed placeholder when unset.
+    pub base_digest: Option<String>,
 }
 
 impl ImageSpec {
@@ -310,6 +312,7 @@ impl ImageSpec {
             labels: BTreeMap::from([("team".to_owned(), "shop".to_owned())]),
             created: "2026-11-01T10:00:00Z".into(),
             base_name: Some("docker.io/library/alpine:3.20".into()),
+            base_digest: None,
         }
     }
     pub fn arch(mut self, arch: &str) -> Self {
@@ -384,7 +387,11 @@ impl Layout {
             annotations.insert("org.opencontainers.image.base.name".into(), json!(base));
             annotations.insert(
                 "org.opencontainers.image.base.digest".into(),
-                json!(format!("sha256:{}", "b".repeat(64))),
+                json!(
+                    spec.base_digest
+                        .clone()
+                        .unwrap_or_else(|| format!("sha256:{}", "b".repeat(64)))
+                ),
             );
         }
         let manifest = json!({
@@ -557,13 +564,56 @@ async fn push_artifact(registry: &Registry, repository: &str, tag: &str, layers:
         .unwrap();
 }
 
+/// Signs DSSE pre-authentication encodings (ASN.1 DER ECDSA signatures).
+pub trait EnvelopeSigner {
+    fn sign_envelope(&self, pae: &[u8]) -> Vec<u8>;
+}
+
+impl EnvelopeSigner for IndependentKey {
+    fn sign_envelope(&self, pae: &[u8]) -> Vec<u8> {
+        self.sign_der(pae)
+    }
+}
+
+/// A P-256 key of the sigstore crate (`SigningScheme::ECDSA_P256_SHA256_ASN1`), for
+/// signatures and attestations made by the library that also verifies them.
+pub struct SigstoreKey {
+    signer: sigstore::crypto::SigStoreSigner,
+    pub public_pem: String,
+}
+
+impl SigstoreKey {
+    pub fn generate() -> Self {
+        install_crypto_provider();
+        let signer = sigstore::crypto::SigningScheme::ECDSA_P256_SHA256_ASN1
+            .create_signer()
+            .unwrap();
+        let public_pem = signer
+            .to_sigstore_keypair()
+            .unwrap()
+            .public_key_to_pem()
+            .unwrap();
+        Self { signer, public_pem }
+    }
+
+    pub fn sign_base64(&self, bytes: &[u8]) -> String {
+        BASE64.encode(self.signer.sign(bytes).unwrap())
+    }
+}
+
+impl EnvelopeSigner for SigstoreKey {
+    fn sign_envelope(&self, pae: &[u8]) -> Vec<u8> {
+        self.signer.sign(pae).unwrap()
+    }
+}
+
 /// Pushes a `.att` manifest with DSSE envelopes (`cosign attest`'s classic format) carrying
 /// in-toto statements about `digest`, each signed by `key`.
 pub async fn push_attestations(
     registry: &Registry,
     repository: &str,
     digest: &str,
-    key: &IndependentKey,
+    key: &dyn EnvelopeSigner,
     predicates: &[(&str, Value, &str)],
 ) {
     let layers = predicates
@@ -588,7 +638,7 @@ pub async fn push_attestations(
             let envelope = json!({
                 "payloadType": payload_type,
                 "payload": BASE64.encode(&payload),
-                "signatures": [{"keyid": "", "sig": BASE64.encode(key.sign_der(&pae))}],
+                "signatures": [{"keyid": "", "sig": BASE64.encode(key.sign_envelope(&pae))}],
             });
             ImageLayer::new(
                 serde_json::to_vec(&envelope).unwrap(),
