@@ -61,6 +61,15 @@ app.kubernetes.io/part-of: portcullis
 {{- end }}
 
 {{/* Is the Trivy Operator scan source enabled in the configuration? ("true" or "") */}}
+{{/*
+"true" when registry credentials come from pull secrets: `rbac.pullSecrets`, or the server's
+`config.evidence.pullSecrets` (which needs the same grants).
+*/}}
+{{- define "portcullis.pullSecretsEnabled" -}}
+{{- $evidence := (.Values.config | default dict).evidence | default dict }}
+{{- if or .Values.rbac.pullSecrets $evidence.pullSecrets }}true{{ end }}
+{{- end }}
+
 {{- define "portcullis.trivyOperatorEnabled" -}}
 {{- $scans := (.Values.config | default dict).scans | default dict }}
 {{- $operator := $scans.trivyOperator | default dict }}
