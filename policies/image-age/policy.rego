@@ -1,5 +1,6 @@
-# Images older than parameters.maxAgeDays (default 365), judged on the image config's
-# `created` time (input.images[].facts.created) against input.now.
+# Images older than parameters.maxAgeDays (default 365), judged on the build time portcullis
+# established (input.images[].build.at: verified SLSA provenance, else the image config's
+# `created`), falling back to facts.created, against input.now.
 package portcullis.image_age
 
 import rego.v1
@@ -8,13 +9,21 @@ max_days := object.get(input.parameters, "maxAgeDays", 365)
 
 day_ns := ((24 * 60) * 60) * 1000000000
 
-age_days(img) := floor((time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(img.facts.created)) / day_ns)
+built_at(img) := img.build.at if {
+	img.build.at
+} else := img.facts.created
+
+built_from(img) := "verified SLSA provenance" if {
+	img.build.source.kind == "provenance"
+} else := "the image config"
+
+age_days(img) := floor((time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(built_at(img))) / day_ns)
 
 violation contains {"msg": msg, "details": {"container": img.container.name, "image": img.image, "fix": fix}} if {
 	some img in input.images
 	age := age_days(img)
 	age > max_days
-	msg := sprintf("image %q was built %d days ago (%s), more than the %d allowed", [img.image, age, img.facts.created, max_days])
+	msg := sprintf("image %q was built %d days ago (%s, from %s), more than the %d allowed", [img.image, age, built_at(img), built_from(img), max_days])
 	fix := "rebuild the image on a current base image and deploy the new version"
 }
 
@@ -22,6 +31,6 @@ violation contains {"msg": msg, "details": {"container": img.container.name, "im
 warn contains msg if {
 	some img in input.images
 	img.reference != null
-	not img.facts.created
+	not built_at(img)
 	msg := sprintf("image %q: build date unknown, age not checked", [img.image])
 }
