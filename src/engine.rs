@@ -608,9 +608,9 @@ pub fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
-/// The newest scan carried by a verified cosign vulnerability attestation about `digest`.
-/// A verified attestation whose predicate cannot be read counts as no scan (logged): the
-/// `missingScan` outcome applies, never a silent pass.
+/// The newest scan carried by a verified cosign vulnerability attestation about `digest`,
+/// parsed once per attestation. A verified attestation whose predicate cannot be read counts
+/// as no scan (logged): the `missingScan` outcome applies, never a silent pass.
 fn attested_scan(entry: &ImageEntry, digest: &str) -> Option<Arc<ScanReport>> {
     let Some(Ok(evidence)) = &entry.evidence else {
         return None;
@@ -620,12 +620,16 @@ fn attested_scan(entry: &ImageEntry, digest: &str) -> Option<Arc<ScanReport>> {
         .iter()
         .filter(|a| a.predicate_type == VULN_PREDICATE_TYPE)
         .filter_map(|a| {
-            report_from_vuln_predicate(digest, &a.predicate, &a.signer)
-                .inspect_err(
-                    |err| tracing::warn!(error = %err, "ignoring a vulnerability attestation"),
-                )
-                .ok()
+            a.scan_report
+                .get_or_init(|| {
+                    report_from_vuln_predicate(digest, &a.predicate, &a.signer)
+                        .inspect_err(|err| {
+                            tracing::warn!(error = %err, "ignoring a vulnerability attestation");
+                        })
+                        .ok()
+                        .map(Arc::new)
+                })
+                .clone()
         })
         .max_by_key(|report| report.scanned_at)
-        .map(Arc::new)
 }

@@ -48,7 +48,9 @@ pub struct ImageFacts {
 }
 
 /// One verified in-toto attestation: only attestations whose signature was verified with the
-/// policy's authorities and whose subject names the image digest are kept.
+/// policy's authorities and whose subject names the image digest are kept. Shared (`Arc`)
+/// between the verification cache and every review's evidence, since predicates (SBOMs, scan
+/// results) can be large.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifiedAttestation {
@@ -56,6 +58,22 @@ pub struct VerifiedAttestation {
     pub predicate: serde_json::Value,
     /// The key or keyless identity that signed it.
     pub signer: String,
+    /// A cosign vuln predicate read as a scan report, once per verified attestation (the
+    /// attestation is shared by every review that hits the cache, so reviews do not parse it
+    /// again). Filled by the engine.
+    #[serde(skip)]
+    pub scan_report: std::sync::OnceLock<Option<std::sync::Arc<crate::scan::ScanReport>>>,
+}
+
+impl VerifiedAttestation {
+    pub fn new(predicate_type: String, predicate: serde_json::Value, signer: String) -> Self {
+        Self {
+            predicate_type,
+            predicate,
+            signer,
+            scan_report: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// The result of one image policy's signature requirement.
@@ -65,7 +83,7 @@ pub struct PolicyVerification {
     pub policy: String,
     pub signatures: SignatureEvidence,
     /// Verified attestations (for this policy's authorities).
-    pub attestations: Vec<VerifiedAttestation>,
+    pub attestations: Vec<std::sync::Arc<VerifiedAttestation>>,
     /// Required predicate types with no verified attestation.
     pub missing_attestations: Vec<String>,
 }
@@ -89,7 +107,7 @@ pub struct ImageEvidence {
     /// Per image policy with a signature requirement.
     pub verifications: Vec<PolicyVerification>,
     /// Every verified attestation (all policies), for policies and scan sources.
-    pub attestations: Vec<VerifiedAttestation>,
+    pub attestations: Vec<std::sync::Arc<VerifiedAttestation>>,
     /// Things the client should know (served from a stale resolution, ...), added as warnings.
     pub notes: Vec<String>,
     /// The declared base image's tag resolved now, when an image policy judges base freshness.

@@ -935,7 +935,7 @@ fn judge_attestations(
     authorities: &Authorities,
     digest: &str,
     collected: &Collected,
-) -> (Vec<VerifiedAttestation>, Vec<String>) {
+) -> (Vec<std::sync::Arc<VerifiedAttestation>>, Vec<String>) {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     let mut verified = Vec::new();
     for envelope in &collected.envelopes {
@@ -963,11 +963,11 @@ fn judge_attestations(
         {
             continue;
         }
-        verified.push(VerifiedAttestation {
-            predicate_type: statement.predicate_type,
-            predicate: statement.predicate,
-            signer: format!("key {}", signer.label),
-        });
+        verified.push(std::sync::Arc::new(VerifiedAttestation::new(
+            statement.predicate_type,
+            statement.predicate,
+            format!("key {}", signer.label),
+        )));
     }
     let missing = authorities
         .attestations

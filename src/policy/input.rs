@@ -303,11 +303,11 @@ mod tests {
         });
         evidence.platform_digest = Some("sha256:child".into());
         evidence.children = [("linux/amd64".to_owned(), "sha256:child".to_owned())].into();
-        evidence.attestations = vec![VerifiedAttestation {
-            predicate_type: "https://slsa.dev/provenance/v1".into(),
-            predicate: json!({"buildDefinition": {}}),
-            signer: "key team.pub".into(),
-        }];
+        evidence.attestations = vec![Arc::new(VerifiedAttestation::new(
+            "https://slsa.dev/provenance/v1".into(),
+            json!({"buildDefinition": {}}),
+            "key team.pub".into(),
+        ))];
         let mut e = entry("ghcr.io/acme/app:1.0");
         e.evidence = Some(Ok(evidence));
         e.lifecycle.built = Some(BuildTime {
