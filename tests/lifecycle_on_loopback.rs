@@ -15,8 +15,7 @@ use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::registry_evidence::RegistryEvidence;
 use registry_support::{
-    ImageSpec, Layout, Mode, Registry, SigstoreKey, push_attestations, push_signature_layers,
-    simple_signing_payload, write_file,
+    ImageSpec, Layout, Mode, Registry, SigstoreKey, push_attestations, sign_image, write_file,
 };
 use serde_json::{Value, json};
 
@@ -69,13 +68,6 @@ fn message(response: &Value) -> String {
         .to_owned()
 }
 
-/// Signs `digest` of `repository` with `key` (sigstore crate) under Cosign's `.sig` scheme.
-async fn sign(registry: &Registry, repository: &str, digest: &str, key: &SigstoreKey) {
-    let payload = simple_signing_payload(&format!("{}/{repository}", registry.host), digest);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(registry, repository, digest, &[(payload, signature)]).await;
-}
-
 fn vuln_predicate(severity: &str, finished: &str) -> Value {
     let vulnerabilities = if severity.is_empty() {
         json!(null)
@@ -104,7 +96,7 @@ async fn a_vuln_attestation_is_a_scan_only_when_signed_by_the_policy_key() {
     let stranger = SigstoreKey::generate();
     let key_path = write_file(keys.path(), "team.pub", &key.public_pem);
     let digest = push(&registry, "team/app", "v1", &ImageSpec::new("scanned"));
-    sign(&registry, "team/app", &digest, &key).await;
+    sign_image(&registry, "team/app", &digest, &key).await;
     let image = format!("{}/team/app:v1", registry.host);
     let yaml = format!(
         "{}{QUIET_RULES}imagePolicies:\n  - name: team\n    images: [\"{}/**\"]\n    signatures:\n      keys:\n        - path: {}\n    vulnerabilities:\n      maxSeverity: HIGH\n      maxScanAge: 7d\n",
@@ -206,7 +198,7 @@ async fn image_age_comes_from_verified_provenance_else_the_config_created_time()
     let key_path = write_file(keys.path(), "team.pub", &key.public_pem);
     // ImageSpec's config says created 2026-11-01T10:00:00Z: 29 days before NOW.
     let digest = push(&registry, "team/app", "v1", &ImageSpec::new("aged"));
-    sign(&registry, "team/app", &digest, &key).await;
+    sign_image(&registry, "team/app", &digest, &key).await;
     let image = format!("{}/team/app:v1", registry.host);
     let config = |max: &str| {
         format!(

@@ -3,6 +3,8 @@
 //! Secrets and Status errors; the logic under test is `KubePullSecrets`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
+mod common;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kube::client::Body;
@@ -195,19 +197,8 @@ async fn with_the_apiserver_mocked_other_secret_types_are_ignored() {
 
 #[test]
 fn serve_refuses_pull_secrets_without_cluster_access() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, "evidence:\n  pullSecrets: true\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config", &path.display().to_string()])
-        .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = common::serve_without_cluster("evidence:\n  pullSecrets: true\n");
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("evidence.pullSecrets needs access to the Kubernetes API"),
         "{stderr}"

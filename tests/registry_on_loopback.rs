@@ -18,8 +18,8 @@ use portcullis::reference::ImageRef;
 use portcullis::registry_evidence::RegistryEvidence;
 use registry_support::{
     ImageSpec, IndependentKey, Layout, Mode, PrivateSigstore, Registry, push_attestations,
-    push_signature_layers, push_signature_layers_annotated, sigstore_sign, simple_signing_payload,
-    write_file,
+    push_signature_layers, push_signature_layers_annotated, sign_image, sigstore_sign,
+    simple_signing_payload, write_file,
 };
 use serde_json::{Value, json};
 
@@ -129,15 +129,7 @@ async fn a_digest_signed_by_the_independent_signer_is_allowed_and_its_facts_are_
     let digest = setup.push_image("team/app", "v1", "signed");
     let key = IndependentKey::generate();
     let reference = format!("{}/team/app", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &digest);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/app",
-        &digest,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/app", &digest, &key).await;
     let key_path = setup.key_file("team.pub", &key.public_pem());
     let yaml = setup.config("", &setup.key_policy(&[&key_path]));
     let evidence = source(&yaml);
@@ -228,15 +220,7 @@ async fn a_signature_by_another_key_is_denied() {
     let signer = IndependentKey::generate();
     let trusted = IndependentKey::generate();
     let reference = format!("{}/team/app", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &digest);
-    let signature = signer.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/app",
-        &digest,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/app", &digest, &signer).await;
     let key_path = setup.key_file("team.pub", &trusted.public_pem());
     let yaml = setup.config("", &setup.key_policy(&[&key_path]));
     let router = webhook(&yaml, source(&yaml));
@@ -456,15 +440,7 @@ async fn two_hundred_concurrent_reviews_of_one_uncached_image_share_one_registry
     let digest = setup.push_image("team/burst", "v1", "burst");
     let key = IndependentKey::generate();
     let reference = format!("{}/team/burst", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &digest);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/burst",
-        &digest,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/burst", &digest, &key).await;
     let key_path = setup.key_file("team.pub", &key.public_pem());
     let yaml = setup.config("", &setup.key_policy(&[&key_path]));
     let router = webhook(&yaml, source(&yaml));
@@ -604,15 +580,7 @@ async fn attestations_are_verified_exposed_and_required_by_predicate_type() {
     let key = IndependentKey::generate();
     let other_key = IndependentKey::generate();
     let reference = format!("{}/team/app", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &digest);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/app",
-        &digest,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/app", &digest, &key).await;
     let provenance = json!({"buildDefinition": {"buildType": "https://example.com/build"},
                             "runDetails": {"metadata": {"finishedOn": "2026-11-01T09:00:00Z"}}});
     push_attestations(
@@ -693,15 +661,7 @@ async fn a_registry_with_basic_auth_is_read_with_configured_credentials_and_refu
     let digest = setup.push_image("team/app", "v1", "private");
     let key = IndependentKey::generate();
     let reference = format!("{}/team/app", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &digest);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/app",
-        &digest,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/app", &digest, &key).await;
     let key_path = setup.key_file("team.pub", &key.public_pem());
     let image = format!("{reference}:v1");
 

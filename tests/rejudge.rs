@@ -134,24 +134,16 @@ fn rejudging_more_often_than_a_minute_is_refused_with_its_key_path() {
 
 #[test]
 fn serve_refuses_rejudging_without_cluster_access_before_binding() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, "rejudge: {interval: 15m}\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config", &path.display().to_string()])
-        .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = common::serve_without_cluster("rejudge: {interval: 15m}\n");
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("rejudge needs access to the Kubernetes API"),
         "{stderr}"
     );
     // check and review have no cluster: the key is accepted and ignored there.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "rejudge: {interval: 15m}\n").unwrap();
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--config", &path.display().to_string()])
         .arg(data_path("manifests/compliant.yaml"))

@@ -155,19 +155,9 @@ async fn the_engine_falls_back_to_a_tag_report_only_without_a_digest_report() {
 
 #[test]
 fn serve_refuses_a_trivy_operator_configuration_without_cluster_access() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, "scans:\n  trivyOperator: {enabled: true}\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config", &path.display().to_string()])
-        .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) =
+        common::serve_without_cluster("scans:\n  trivyOperator: {enabled: true}\n");
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("scans.trivyOperator needs access to the Kubernetes API"),
         "{stderr}"

@@ -132,3 +132,30 @@ pub fn create_review(group: &str, kind: &str, resource: &str, object: Value) -> 
     });
     serde_json::to_vec(&review).unwrap_or_default()
 }
+
+/// Runs `portcullis serve` on `config_yaml` where no cluster can be reached (no kubeconfig, no
+/// in-cluster service account), on ephemeral loopback ports. Returns (exit code, stderr).
+pub fn serve_without_cluster(config_yaml: &str) -> (Option<i32>, String) {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(err) => unreachable!("temp dir: {err}"),
+    };
+    let path = dir.path().join("config.yaml");
+    if let Err(err) = std::fs::write(&path, config_yaml) {
+        unreachable!("write config: {err}");
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", &path.display().to_string()])
+        .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", dir.path())
+        .output();
+    match output {
+        Ok(output) => (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ),
+        Err(err) => unreachable!("run portcullis: {err}"),
+    }
+}

@@ -564,6 +564,30 @@ async fn push_artifact(registry: &Registry, repository: &str, tag: &str, layers:
         .unwrap();
 }
 
+/// Signs Cosign simple-signing payloads (base64 signatures).
+pub trait PayloadSigner {
+    fn sign_payload(&self, payload: &[u8]) -> String;
+}
+
+impl PayloadSigner for IndependentKey {
+    fn sign_payload(&self, payload: &[u8]) -> String {
+        self.sign_base64(payload)
+    }
+}
+
+/// Signs `digest` of `repository` (Cosign's `.sig` tag scheme, one layer whose payload names
+/// `registry/repository`), replacing any previous signature.
+pub async fn sign_image(
+    registry: &Registry,
+    repository: &str,
+    digest: &str,
+    key: &dyn PayloadSigner,
+) {
+    let payload = simple_signing_payload(&format!("{}/{repository}", registry.host), digest);
+    let signature = key.sign_payload(&payload);
+    push_signature_layers(registry, repository, digest, &[(payload, signature)]).await;
+}
+
 /// Signs DSSE pre-authentication encodings (ASN.1 DER ECDSA signatures).
 pub trait EnvelopeSigner {
     fn sign_envelope(&self, pae: &[u8]) -> Vec<u8>;
@@ -598,6 +622,12 @@ impl SigstoreKey {
 
     pub fn sign_base64(&self, bytes: &[u8]) -> String {
         BASE64.encode(self.signer.sign(bytes).unwrap())
+    }
+}
+
+impl PayloadSigner for SigstoreKey {
+    fn sign_payload(&self, payload: &[u8]) -> String {
+        self.sign_base64(payload)
     }
 }
 
