@@ -125,21 +125,6 @@ fn peer_certificate(response: &reqwest::Response) -> Option<Vec<u8>> {
         .map(<[u8]>::to_vec)
 }
 
-/// Polls `check` every 50 ms for at most 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }

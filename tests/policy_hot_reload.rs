@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::create_review;
+use common::{create_review, eventually};
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::NoRegistry;
@@ -97,21 +97,6 @@ async fn metrics(running: &Running) -> String {
     .text()
     .await
     .unwrap()
-}
-
-/// Polls `check` every 50 ms for at most 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -307,15 +307,7 @@ async fn an_unsigned_digest_written_with_a_signed_tag_is_judged_by_the_digest() 
     let unsigned = setup.push_image("team/app", "v2", "digest-unsigned");
     let key = IndependentKey::generate();
     let reference = format!("{}/team/app", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &signed);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/app",
-        &signed,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/app", &signed, &key).await;
     let key_path = setup.key_file("team.pub", &key.public_pem());
     let yaml = setup.config("", &setup.key_policy(&[&key_path]));
     let router = webhook(&yaml, source(&yaml));
@@ -334,15 +326,7 @@ async fn a_tag_moved_to_an_unsigned_digest_is_denied_once_the_tag_ttl_lapses() {
     let signed = setup.push_image("team/app", "v1", "before-move");
     let key = IndependentKey::generate();
     let reference = format!("{}/team/app", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &signed);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/app",
-        &signed,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/app", &signed, &key).await;
     let key_path = setup.key_file("team.pub", &key.public_pem());
     let yaml = setup.config(
         "evidence:\n  tagTtlSeconds: 1\n",
@@ -374,15 +358,7 @@ async fn with_the_registry_stopped_cached_digests_are_decided_as_before_and_othe
     setup.push_image("team/other", "v1", "uncached");
     let key = IndependentKey::generate();
     let reference = format!("{}/team/app", setup.registry.host);
-    let payload = simple_signing_payload(&reference, &signed);
-    let signature = key.sign_base64(&payload);
-    push_signature_layers(
-        &setup.registry,
-        "team/app",
-        &signed,
-        &[(payload, signature)],
-    )
-    .await;
+    sign_image(&setup.registry, "team/app", &signed, &key).await;
     let key_path = setup.key_file("team.pub", &key.public_pem());
     // A 1 s tag TTL: after it, the tag can only be answered from the stale resolution.
     let deny = setup.config(

@@ -159,3 +159,18 @@ pub fn serve_without_cluster(config_yaml: &str) -> (Option<i32>, String) {
         Err(err) => unreachable!("run portcullis: {err}"),
     }
 }
+
+/// Polls `check` every 50 ms for at most 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    unreachable!("timed out waiting for: {what}");
+}
