@@ -4,7 +4,7 @@
 //! burst of concurrent reviews of one uncached image (printed, not timed).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a benchmark that cannot set up should stop loudly
 
-#[path = "../tests/registry_support/mod.rs"]
+#[path = "../tests/integration/registry_support.rs"]
 mod registry_support;
 
 use std::hint::black_box;

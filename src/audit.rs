@@ -30,6 +30,32 @@ pub enum AuditError {
     Encode { name: String, message: String },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(
+        "{why} after {waited} (is the Trivy Operator installed, and may this user list \
+         vulnerabilityreports?); raise --sources-timeout or turn scans.trivyOperator off"
+    )]
+    SourcesTimeout { waited: String, why: String },
+}
+
+/// Waits until the engine's sources have listed what they read from the cluster, so a
+/// one-shot audit never reports images as unscanned only because it looked too early.
+pub async fn wait_for_sources(
+    engine: &Engine,
+    timeout: std::time::Duration,
+) -> Result<(), AuditError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let Some(why) = engine.pending() else {
+            return Ok(());
+        };
+        if started.elapsed() >= timeout {
+            return Err(AuditError::SourcesTimeout {
+                waited: humantime::format_duration(timeout).to_string(),
+                why,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// The boxed future [`RunningPods::list`] returns, so sources can be trait objects.

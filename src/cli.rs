@@ -151,6 +151,11 @@ pub struct AuditArgs {
     /// live cluster.
     #[arg(long)]
     pub from_file: Option<PathBuf>,
+    /// Live cluster only: how long to wait for cluster scan sources (Trivy Operator
+    /// VulnerabilityReports) to be listed before judging; past it, audit fails (exit 2)
+    /// rather than report every image as unscanned.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sources_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -327,6 +332,18 @@ impl Components {
             trivy: Mutex::new(None),
             watch,
             cluster: None,
+            operator: Mutex::new(None),
+            registry: Mutex::new(None),
+        })
+    }
+
+    /// Components for a one-shot `audit` of the live cluster: cluster sources (Trivy Operator
+    /// reports, pull secrets) are read through `cluster`; files are not watched.
+    pub fn auditing(cluster: kube::Client) -> Arc<Self> {
+        Arc::new(Self {
+            trivy: Mutex::new(None),
+            watch: false,
+            cluster: Some(Ok(cluster)),
             operator: Mutex::new(None),
             registry: Mutex::new(None),
         })
@@ -535,20 +552,82 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
     };
     let running = server::start(webhook, probe, engine, components.builder(), options).await?;
-    // Re-judging reads `rejudge` from the configuration in force on every pass.
-    let rejudging = components.cluster_client().map(|client| {
-        crate::rejudge::spawn(
-            running.state.clone(),
-            Arc::new(crate::audit::ClusterPods::new(client)),
-        )
-    });
+    // Re-judging reads `rejudge` from the configuration in force on every pass; the elector
+    // campaigns for the Lease only while that configuration asks for leader election.
+    let rejudging = components
+        .cluster_client()
+        .map(|client| start_rejudging(&running.state, client));
     shutdown_signal().await;
-    if let Some(task) = rejudging {
-        task.abort();
-    }
     tracing::info!("shutdown signal received");
+    if let Some(rejudging) = rejudging {
+        rejudging.stop().await;
+    }
     running.shutdown().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The background re-judging of `serve`: its task, the leader elector and the Lease.
+struct Rejudging {
+    passes: tokio::task::JoinHandle<()>,
+    elector: tokio::task::JoinHandle<()>,
+    lease: Arc<crate::leader::LeaseLock>,
+}
+
+impl Rejudging {
+    /// Stops both tasks and hands the Lease over (bounded: shutdown must not hang on the API).
+    async fn stop(self) {
+        self.passes.abort();
+        self.elector.abort();
+        match tokio::time::timeout(Duration::from_secs(2), self.lease.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot release the leader Lease"),
+            Err(_) => tracing::warn!("releasing the leader Lease timed out"),
+        }
+    }
+}
+
+fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejudging {
+    let lease_name = state
+        .engine()
+        .config()
+        .rejudge
+        .as_ref()
+        .map_or_else(|| "portcullis-rejudge".to_owned(), |r| r.lease_name.clone());
+    // In a pod, HOSTNAME is the pod's name: unique among the replicas.
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("portcullis-{}", std::process::id()));
+    let lease = Arc::new(crate::leader::LeaseLock::new(
+        client.clone(),
+        client.default_namespace(),
+        &lease_name,
+        &identity,
+        Arc::new(crate::clock::SystemClock),
+    ));
+    let (leading, following) = tokio::sync::watch::channel(false);
+    let wanted_state = state.clone();
+    let elector = crate::leader::spawn(
+        lease.clone(),
+        leading,
+        Box::new(move || {
+            wanted_state
+                .engine()
+                .config()
+                .rejudge
+                .as_ref()
+                .is_some_and(|r| r.leader_election)
+        }),
+    );
+    let passes = crate::rejudge::spawn(
+        state.clone(),
+        Arc::new(crate::audit::ClusterPods::new(client)),
+        Some(following),
+    );
+    Rejudging {
+        passes,
+        elector,
+        lease,
+    }
 }
 
 async fn shutdown_signal() {
@@ -603,14 +682,23 @@ async fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
-    let engine = engine_for(args.config.config.as_deref())?;
-    let objects = match &args.from_file {
-        Some(path) => crate::audit::read_dump(path)?,
+    // `_components` keeps the cluster watchers alive while the engine judges.
+    let (engine, objects, _components) = match &args.from_file {
+        Some(path) => (
+            engine_for(args.config.config.as_deref())?,
+            crate::audit::read_dump(path)?,
+            None,
+        ),
         None => {
             let client = kube::Client::try_default()
                 .await
                 .map_err(|err| crate::audit::AuditError::List(err.to_string()))?;
-            crate::audit::read_cluster(&crate::audit::ClusterPods::new(client)).await?
+            let components = Components::auditing(client.clone());
+            let loaded = LoadedConfig::from_optional_file(args.config.config.as_deref())?;
+            let engine = components.engine(loaded)?;
+            crate::audit::wait_for_sources(&engine, args.sources_timeout).await?;
+            let pods = crate::audit::read_cluster(&crate::audit::ClusterPods::new(client)).await?;
+            (engine, pods, Some(components))
         }
     };
     let targets = crate::audit::group_by_controller(objects);

@@ -301,6 +301,28 @@ pub struct ImagePolicy {
 pub struct RejudgeSettings {
     /// At least one minute: each pass lists every pod of the cluster.
     pub interval: crate::timeutil::HumanDuration,
+    /// Only the replica holding a Lease runs passes (default true). Off, every replica runs
+    /// its own passes (a single replica, or a namespace where Leases may not be written).
+    #[serde(default = "yes")]
+    pub leader_election: bool,
+    /// The Lease, in the namespace `serve` runs in (default `portcullis-rejudge`); give two
+    /// installations in one namespace different names.
+    #[serde(default = "default_lease_name")]
+    pub lease_name: String,
+}
+
+/// RFC 1123 subdomain, what Kubernetes requires of most object names.
+fn is_dns_subdomain(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-' || c == '.')
+}
+
+fn default_lease_name() -> String {
+    "portcullis-rejudge".to_owned()
 }
 
 /// `imagePolicies[].baseImageFreshness`.
@@ -894,6 +916,18 @@ impl Config {
                 format!(
                     "{} is too often: each pass lists every pod; use at least 1m",
                     rejudge.interval
+                ),
+            );
+        }
+        if let Some(rejudge) = &self.rejudge
+            && !is_dns_subdomain(&rejudge.lease_name)
+        {
+            problem(
+                "rejudge.leaseName".into(),
+                format!(
+                    "{:?} is not a Kubernetes object name (lowercase letters, digits, '-' and \
+                     '.', at most 253 characters, starting and ending alphanumeric)",
+                    rejudge.lease_name
                 ),
             );
         }

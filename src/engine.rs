@@ -125,6 +125,11 @@ impl Engine {
         self
     }
 
+    /// Why the engine cannot judge yet (a scan source's first listing is still running).
+    pub fn pending(&self) -> Option<String> {
+        self.scans.pending()
+    }
+
     /// The clock time-dependent rules judge against (the system clock by default).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;

@@ -14,6 +14,7 @@ pub mod decision;
 pub mod engine;
 pub mod evidence;
 pub mod exceptions;
+pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod policy;

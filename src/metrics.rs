@@ -74,6 +74,7 @@ pub struct Metrics {
     pub running_findings: Family<RuleLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub rejudge_passes: Family<ResultLabels, Counter>,
     pub rego_policies: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub rejudge_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -157,8 +158,15 @@ impl Metrics {
             "Rego policies (packages with violation, deny or warn rules) in force",
             rego_policies.clone(),
         );
+        let rejudge_leader = Gauge::default();
+        registry.register(
+            "rejudge_leader",
+            "1 when this replica runs the re-judging passes (holds the Lease, or leader election is off)",
+            rejudge_leader.clone(),
+        );
         Self {
             registry,
+            rejudge_leader,
             running_workloads,
             running_findings,
             rejudge_passes,
@@ -171,6 +179,16 @@ impl Metrics {
             config_identity,
             evidence_errors,
             rego_policies,
+        }
+    }
+
+    /// Whether this replica runs re-judging passes; a replica that stops withdraws the
+    /// running-workload figures of its last pass (the new leader publishes its own).
+    pub fn set_rejudge_leader(&self, leading: bool) {
+        let was = self.rejudge_leader.set(i64::from(leading));
+        if was == 1 && !leading {
+            self.running_workloads.clear();
+            self.running_findings.clear();
         }
     }
 

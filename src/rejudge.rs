@@ -65,19 +65,32 @@ pub async fn pass(state: &AppState, pods: &dyn RunningPods) -> Result<PassSummar
 
 /// Runs [`pass`] every `rejudge.interval` of the configuration in force (re-read after each
 /// pass, so a reload can enable, disable or retime it), until the task is aborted.
-pub fn spawn(state: Arc<AppState>, pods: Arc<dyn RunningPods>) -> tokio::task::JoinHandle<()> {
+///
+/// With `leading` (leader election on), passes run only while it says this replica holds the
+/// Lease; a replica that becomes leader runs a pass at once. A replica that stops leading
+/// withdraws its running-workload gauges, so only the leader's figures are exported.
+pub fn spawn(
+    state: Arc<AppState>,
+    pods: Arc<dyn RunningPods>,
+    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let Some(interval) = state
-                .engine()
-                .config()
-                .rejudge
-                .as_ref()
-                .map(|r| r.interval.0)
-            else {
+            let Some(settings) = state.engine().config().rejudge.clone() else {
                 tokio::time::sleep(IDLE_CHECK).await;
                 continue;
             };
+            let interval = settings.interval.0;
+            if settings.leader_election
+                && let Some(leading) = leading.as_mut()
+                && !*leading.borrow_and_update()
+            {
+                state.metrics.set_rejudge_leader(false);
+                // Wait to become leader, but look at the configuration again each interval.
+                let _ = tokio::time::timeout(interval.min(IDLE_CHECK), leading.changed()).await;
+                continue;
+            }
+            state.metrics.set_rejudge_leader(true);
             match pass(&state, pods.as_ref()).await {
                 Ok(summary) => tracing::info!(
                     pods = summary.pods,
@@ -90,7 +103,14 @@ pub fn spawn(state: Arc<AppState>, pods: Arc<dyn RunningPods>) -> tokio::task::J
                     tracing::error!(error = %err, "cannot re-judge running workloads");
                 }
             }
-            tokio::time::sleep(interval).await;
+            match leading.as_mut().filter(|_| settings.leader_election) {
+                // Until the next pass, unless leadership is lost first (then the loop
+                // withdraws this replica's figures at once).
+                Some(leading) => {
+                    let _ = tokio::time::timeout(interval, leading.wait_for(|l| !*l)).await;
+                }
+                None => tokio::time::sleep(interval).await,
+            }
         }
     })
 }

@@ -139,6 +139,13 @@ pub trait ScanSource: Send + Sync + Debug {
     fn lookup_by_tag(&self, _image: &crate::reference::ImageRef) -> Option<Arc<ScanReport>> {
         None
     }
+
+    /// Why the source cannot answer yet (its first listing is still running), or `None` when
+    /// it can. `serve` stays unready meanwhile, so a rollout never judges against an empty
+    /// index (every image would get the missing-scan outcome).
+    fn pending(&self) -> Option<String> {
+        None
+    }
 }
 
 /// No scans configured.
@@ -168,6 +175,10 @@ impl ScanSource for NewestOf {
             .iter()
             .filter_map(|source| source.lookup_by_tag(image))
             .max_by_key(|report| report.scanned_at)
+    }
+
+    fn pending(&self) -> Option<String> {
+        self.0.iter().find_map(|source| source.pending())
     }
 }
 

@@ -184,6 +184,8 @@ pub fn parse(object: &DynamicObject) -> Result<(ReportKey, ScanReport), Operator
 #[derive(Debug, Default)]
 pub struct OperatorReports {
     state: RwLock<State>,
+    /// True once the first complete listing was applied (and stays true across relists).
+    listed: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -261,6 +263,7 @@ impl OperatorReports {
                     state.objects = listed;
                 }
                 state.reindex();
+                self.listed.send_replace(true);
             }
             Event::Apply(object) => {
                 let key = object_key(&object);
@@ -303,6 +306,11 @@ impl OperatorReports {
         })
     }
 
+    /// Whether the first complete listing has been applied.
+    pub fn is_listed(&self) -> bool {
+        *self.listed.borrow()
+    }
+
     fn get(&self, key: &ReportKey) -> Option<Arc<ScanReport>> {
         self.state.read().ok()?.index.get(key).cloned()
     }
@@ -315,5 +323,11 @@ impl ScanSource for OperatorReports {
 
     fn lookup_by_tag(&self, image: &ImageRef) -> Option<Arc<ScanReport>> {
         self.get(&ReportKey::Tag(image.normalized()))
+    }
+
+    fn pending(&self) -> Option<String> {
+        (!self.is_listed()).then(|| {
+            "waiting for the first listing of Trivy Operator VulnerabilityReports".to_owned()
+        })
     }
 }

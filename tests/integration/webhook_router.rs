@@ -2,13 +2,11 @@
 //! `tests/data` (no network): verdicts, modes, UPDATE scoping, bad input, deadlines, metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use portcullis::config::ImagePolicy;
 use portcullis::evidence::{
     EvidenceError, EvidenceFuture, EvidenceSource, GatherContext, ImageEvidence, SignatureEvidence,

@@ -4,23 +4,23 @@
 //! written to Cosign's spec. Requests go through the real webhook router.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-mod registry_support;
+use crate::common;
+use crate::registry_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{post, routers};
+use crate::common::{post, routers};
+use crate::registry_support::{
+    ImageSpec, IndependentKey, Layout, Mode, PrivateSigstore, Registry, push_attestations,
+    push_signature_layers, push_signature_layers_annotated, sign_image, sigstore_sign,
+    simple_signing_payload, write_file,
+};
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::{EvidenceSource, GatherContext, ImageEvidence, SignatureEvidence};
 use portcullis::reference::ImageRef;
 use portcullis::registry_evidence::RegistryEvidence;
-use registry_support::{
-    ImageSpec, IndependentKey, Layout, Mode, PrivateSigstore, Registry, push_attestations,
-    push_signature_layers, push_signature_layers_annotated, sign_image, sigstore_sign,
-    simple_signing_payload, write_file,
-};
 use serde_json::{Value, json};
 
 /// Rules that need no registry are off, so each verdict is the signature rule's alone.

@@ -4,19 +4,19 @@
 //! another key), judged through the webhook router with a fixed clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-mod registry_support;
+use crate::common;
+use crate::registry_support;
 
 use std::sync::Arc;
 
-use common::{post, routers};
+use crate::common::{post, routers};
+use crate::registry_support::{
+    ImageSpec, Layout, Mode, Registry, SigstoreKey, push_attestations, sign_image, write_file,
+};
 use portcullis::clock::FixedClock;
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::registry_evidence::RegistryEvidence;
-use registry_support::{
-    ImageSpec, Layout, Mode, Registry, SigstoreKey, push_attestations, sign_image, write_file,
-};
 use serde_json::{Value, json};
 
 /// Rules that need no registry are off, so each verdict comes from the rules under test.

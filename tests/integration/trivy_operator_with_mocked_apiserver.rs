@@ -3,12 +3,12 @@
 //! from `tests/data/trivy-operator`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::data_path;
+use crate::common::data_path;
 use kube::client::Body;
 use portcullis::reference::ImageRef;
 use portcullis::scan::ScanSource;
@@ -60,6 +60,10 @@ async fn reports_are_listed_watched_and_indexed_by_digest_with_a_tag_fallback() 
     let (paths, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let server = tokio::spawn(api_server(handle, paths));
     let reports = OperatorReports::new();
+    assert!(
+        reports.pending().is_some(),
+        "nothing listed yet: the source says it cannot answer"
+    );
     let watcher = reports.watch(client);
 
     let digest = format!("sha256:{}", "4".repeat(64));
@@ -72,6 +76,7 @@ async fn reports_are_listed_watched_and_indexed_by_digest_with_a_tag_fallback() 
             && reports.lookup_by_tag(&nginx).is_none()
     })
     .await;
+    assert_eq!(reports.pending(), None, "listed: the source answers");
     let report = reports.lookup(&digest).unwrap();
     assert_eq!(report.scanned_at.date().to_string(), "2026-11-24");
     assert!(
@@ -162,4 +167,57 @@ fn serve_refuses_a_trivy_operator_configuration_without_cluster_access() {
         stderr.contains("scans.trivyOperator needs access to the Kubernetes API"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn serve_stays_unready_until_the_reports_are_first_listed() {
+    use kube::runtime::watcher::Event;
+    let reports = OperatorReports::new();
+    let engine = common::engine(None).with_scans(reports.clone());
+    let (_, probe, _) = common::routers(engine);
+    let (status, body) = common::get(&probe, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("Trivy Operator VulnerabilityReports"),
+        "{body}"
+    );
+
+    // A listing that has begun but not finished keeps it unready.
+    reports.apply(Event::Init);
+    assert_eq!(common::get(&probe, "/readyz").await.0, 503);
+    reports.apply(Event::InitDone);
+    let (status, body) = common::get(&probe, "/readyz").await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ready"));
+
+    // A later relist (after a watch error) does not make it unready again: the old index
+    // keeps answering until the new listing replaces it.
+    reports.apply(Event::Init);
+    assert_eq!(common::get(&probe, "/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_one_shot_audit_waits_for_the_first_listing_and_gives_up_with_a_clear_error() {
+    use kube::runtime::watcher::Event;
+    use portcullis::audit::wait_for_sources;
+    let reports = OperatorReports::new();
+    let engine = common::engine(None).with_scans(reports.clone());
+    let err = wait_for_sources(&engine, Duration::from_millis(250))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("VulnerabilityReports") && err.contains("250ms"),
+        "{err}"
+    );
+
+    let listing = reports.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        listing.apply(Event::Init);
+        listing.apply(Event::InitDone);
+    });
+    wait_for_sources(&engine, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(engine.pending(), None);
 }

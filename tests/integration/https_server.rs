@@ -3,14 +3,12 @@
 //! CA, graceful drain, and configuration hot reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use portcullis::config::ImagePolicy;
 use portcullis::engine::Engine;
 use portcullis::evidence::{

@@ -3,9 +3,7 @@
 //! `tests/data/cluster`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-
-use common::data_path;
+use crate::common::data_path;
 use kube::client::Body;
 use portcullis::audit::{ClusterPods, group_by_controller, read_cluster};
 

@@ -3,7 +3,7 @@
 //! Secrets and Status errors; the logic under test is `KubePullSecrets`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -4,11 +4,11 @@
 //! `audit_with_mocked_apiserver.rs`). Scan reports are real Trivy JSON in a real directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
-use common::data_path;
+use crate::common::data_path;
 use portcullis::audit::{PodsFuture, RunningPods};
 use portcullis::clock::FixedClock;
 use portcullis::config::LoadedConfig;
@@ -126,10 +126,84 @@ async fn a_new_vulnerability_report_turns_a_running_workload_into_a_would_be_den
     );
 }
 
+#[tokio::test]
+async fn only_the_lease_holder_runs_passes_and_a_new_leader_runs_one_at_once() {
+    let loaded = LoadedConfig::from_yaml("rejudge: {interval: 10m}\n", "test").unwrap();
+    let state = AppState::new(Engine::new(loaded, Arc::new(NoRegistry)).unwrap());
+    let (leading, following) = tokio::sync::watch::channel(false);
+    let task = portcullis::rejudge::spawn(state.clone(), Arc::new(running_pods()), Some(following));
+    let passes = |state: &AppState| {
+        state
+            .metrics
+            .encode()
+            .contains("portcullis_rejudge_passes_total{result=\"ok\"} 1")
+    };
+
+    // A follower runs no pass (an ungated task would run its first one at once).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!passes(&state), "{}", state.metrics.encode());
+    assert!(
+        state
+            .metrics
+            .encode()
+            .contains("portcullis_rejudge_leader 0")
+    );
+
+    // Becoming leader runs a pass now, not an interval later.
+    leading.send(true).unwrap();
+    let leader = state.clone();
+    common::eventually("the new leader's pass", || {
+        let done = passes(&leader);
+        async move { done }
+    })
+    .await;
+    let metrics = state.metrics.encode();
+    assert!(metrics.contains("portcullis_rejudge_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_running_workloads{"),
+        "{metrics}"
+    );
+
+    // Losing the Lease withdraws this replica's figures (the new leader publishes its own).
+    leading.send(false).unwrap();
+    let follower = state.clone();
+    common::eventually("the figures are withdrawn", || {
+        let metrics = follower.metrics.encode();
+        let done = metrics.contains("portcullis_rejudge_leader 0")
+            && !metrics.contains("portcullis_running_workloads{");
+        async move { done }
+    })
+    .await;
+    task.abort();
+}
+
 #[test]
 fn rejudging_more_often_than_a_minute_is_refused_with_its_key_path() {
     let err = LoadedConfig::from_yaml("rejudge: {interval: 10s}\n", "test").unwrap_err();
     assert!(err.to_string().contains("rejudge.interval"), "{err}");
+}
+
+#[test]
+fn leader_election_is_on_by_default_and_a_bad_lease_name_is_refused() {
+    let loaded = LoadedConfig::from_yaml("rejudge: {interval: 10m}\n", "test").unwrap();
+    let rejudge = loaded.config.rejudge.unwrap();
+    assert!(rejudge.leader_election);
+    assert_eq!(rejudge.lease_name, "portcullis-rejudge");
+    for bad in ["Portcullis", "-lease", "lease_1", "\"\""] {
+        let yaml = format!("rejudge: {{interval: 10m, leaseName: {bad}}}\n");
+        let err = LoadedConfig::from_yaml(&yaml, "test").unwrap_err();
+        assert!(
+            err.to_string().contains("rejudge.leaseName"),
+            "{bad}: {err}"
+        );
+    }
+    let off = "rejudge: {interval: 10m, leaderElection: false, leaseName: team-a.rejudge}\n";
+    let rejudge = LoadedConfig::from_yaml(off, "test")
+        .unwrap()
+        .config
+        .rejudge
+        .unwrap();
+    assert!(!rejudge.leader_election);
 }
 
 #[test]

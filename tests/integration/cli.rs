@@ -2,13 +2,11 @@
 //! validate` and `serve`, and what they print.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::data_path;
+use crate::common::data_path;
 use serde_json::Value;
 
 fn portcullis() -> Command {

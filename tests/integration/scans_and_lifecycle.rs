@@ -3,13 +3,11 @@
 //! (time-dependent rules are never tested with sleeps).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use portcullis::clock::FixedClock;
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;

@@ -4,13 +4,11 @@
 //! stopped by its limit while the server keeps answering.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{create_review, eventually};
+use crate::common::{create_review, eventually};
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::NoRegistry;

@@ -5,13 +5,11 @@
 //! scoping, and `portcullis policy test` / `config validate` as users run them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use portcullis::admission;
 use portcullis::config::LoadedConfig;
 use portcullis::decision::{Outcome, Verdict};

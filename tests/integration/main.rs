@@ -1,0 +1,23 @@
+//! The integration tests, one module per area, linked into one test binary: every test binary
+//! links the whole dependency tree (kube, sigstore, aws-lc), so one binary instead of thirteen
+//! keeps CI's disk use and link time down. Test names keep their area as the module path, e.g.
+//! `cargo nextest run -E 'test(/^registry_on_loopback::/)'`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
+
+mod common;
+mod registry_support;
+
+mod audit_with_mocked_apiserver;
+mod cli;
+mod https_server;
+mod leader_election_with_mocked_apiserver;
+mod lifecycle_on_loopback;
+mod policy_hot_reload;
+mod pull_secrets_with_mocked_apiserver;
+mod registry_faults;
+mod registry_on_loopback;
+mod rego_policies;
+mod rejudge;
+mod scans_and_lifecycle;
+mod trivy_operator_with_mocked_apiserver;
+mod webhook_router;
