@@ -122,6 +122,17 @@ pub struct AuditTarget {
     /// `Pod shop/web-5b7d-x2 (3 pods of ReplicaSet shop/web-5b7d)`, for tables.
     pub label: String,
     pub count: usize,
+    /// The pods' controlling owner, when they have one (what reports name).
+    pub controller: Option<OwnerRef>,
+}
+
+/// A controlling owner reference of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
 }
 
 /// Groups pods by their controlling owner (all replicas of one ReplicaSet, DaemonSet, Job ...
@@ -135,8 +146,12 @@ pub fn group_by_controller(objects: Vec<ManifestObject>) -> Vec<AuditTarget> {
             .then(|| controller_of(&object.object))
             .flatten();
         match controller {
-            Some((kind, name)) => {
-                let key = (object.namespace.clone(), kind, name);
+            Some(owner) => {
+                let key = (
+                    object.namespace.clone(),
+                    owner.kind.clone(),
+                    owner.name.clone(),
+                );
                 groups
                     .entry(key)
                     .and_modify(|target| target.count += 1)
@@ -144,12 +159,14 @@ pub fn group_by_controller(objects: Vec<ManifestObject>) -> Vec<AuditTarget> {
                         label: String::new(),
                         object,
                         count: 1,
+                        controller: Some(owner),
                     });
             }
             None => alone.push(AuditTarget {
                 label: object.display(),
                 object,
                 count: 1,
+                controller: None,
             }),
         }
     }
@@ -169,16 +186,25 @@ pub fn group_by_controller(objects: Vec<ManifestObject>) -> Vec<AuditTarget> {
     targets
 }
 
-fn controller_of(pod: &Value) -> Option<(String, String)> {
+fn controller_of(pod: &Value) -> Option<OwnerRef> {
+    let text = |owner: &Value, key: &str| {
+        owner
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     pod.pointer("/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|owner| owner.get("controller").and_then(Value::as_bool) == Some(true))
         .and_then(|owner| {
-            Some((
-                owner.get("kind")?.as_str()?.to_owned(),
-                owner.get("name")?.as_str()?.to_owned(),
-            ))
+            Some(OwnerRef {
+                api_version: text(owner, "apiVersion"),
+                kind: owner.get("kind")?.as_str()?.to_owned(),
+                name: owner.get("name")?.as_str()?.to_owned(),
+                uid: text(owner, "uid"),
+            })
         })
 }
 

@@ -559,10 +559,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         .map(|client| start_rejudging(&running.state, client));
     shutdown_signal().await;
     tracing::info!("shutdown signal received");
-    if let Some(rejudging) = rejudging {
-        rejudging.stop().await;
-    }
-    running.shutdown().await?;
+    // Hand the Lease over while draining, not before: the drain starts at once.
+    let stop_rejudging = async {
+        if let Some(rejudging) = rejudging {
+            rejudging.stop().await;
+        }
+    };
+    let ((), drained) = tokio::join!(stop_rejudging, running.shutdown());
+    drained?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -620,8 +624,11 @@ fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejud
     );
     let passes = crate::rejudge::spawn(
         state.clone(),
-        Arc::new(crate::audit::ClusterPods::new(client)),
+        Arc::new(crate::audit::ClusterPods::new(client.clone())),
         Some(following),
+        Some(Arc::new(crate::policy_report::PolicyReportWriter::new(
+            client,
+        ))),
     );
     Rejudging {
         passes,

@@ -309,6 +309,10 @@ pub struct RejudgeSettings {
     /// installations in one namespace different names.
     #[serde(default = "default_lease_name")]
     pub lease_name: String,
+    /// Write a `wgpolicyk8s.io/v1alpha2` PolicyReport per namespace after each pass (default
+    /// false: needs the CRD and the chart's `rbac.policyReports`).
+    #[serde(default)]
+    pub policy_reports: bool,
 }
 
 /// RFC 1123 subdomain, what Kubernetes requires of most object names.

@@ -130,6 +130,11 @@ impl Engine {
         self.scans.pending()
     }
 
+    /// The clock rules (and reports' timestamps) use.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
     /// The clock time-dependent rules judge against (the system clock by default).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;

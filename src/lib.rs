@@ -18,6 +18,7 @@ pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod policy;
+pub mod policy_report;
 pub mod reference;
 pub mod registry;
 pub mod registry_evidence;

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub rejudge_passes: Family<ResultLabels, Counter>,
     pub rego_policies: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub rejudge_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub policy_report_writes: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -164,9 +165,16 @@ impl Metrics {
             "1 when this replica runs the re-judging passes (holds the Lease, or leader election is off)",
             rejudge_leader.clone(),
         );
+        let policy_report_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_report_writes",
+            "PolicyReport writes after re-judging passes, by result (ok, failed)",
+            policy_report_writes.clone(),
+        );
         Self {
             registry,
             rejudge_leader,
+            policy_report_writes,
             running_workloads,
             running_findings,
             rejudge_passes,
@@ -219,6 +227,14 @@ impl Metrics {
     }
 
     /// A pass that could not list or judge the pods; the last results stay published.
+    pub fn record_policy_report_write(&self, ok: bool) {
+        self.policy_report_writes
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+    }
+
     pub fn record_rejudge_failure(&self) {
         self.rejudge_passes
             .get_or_create(&ResultLabels {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::audit::{AuditError, RunningPods, group_by_controller, judge_objects, read_cluster};
 use crate::decision::Outcome;
+use crate::policy_report::{PolicyReportWriter, WriteSummary, build_reports};
 use crate::server::AppState;
 
 /// How often a disabled re-judging task looks again whether a reload enabled it.
@@ -25,10 +26,18 @@ pub struct PassSummary {
     pub by_outcome: HashMap<&'static str, usize>,
     /// Findings by (rule, mode).
     pub findings: HashMap<(String, &'static str), usize>,
+    /// What writing PolicyReports did, when `rejudge.policyReports` is on.
+    pub reports: Option<Result<WriteSummary, String>>,
 }
 
-/// Judges every running pod once with the engine in force, and publishes the result.
-pub async fn pass(state: &AppState, pods: &dyn RunningPods) -> Result<PassSummary, AuditError> {
+/// Judges every running pod once with the engine in force, and publishes the result: metrics
+/// and logs always, PolicyReports through `reports` when `rejudge.policyReports` is on. A
+/// report that cannot be written is logged and counted; it does not fail the pass.
+pub async fn pass(
+    state: &AppState,
+    pods: &dyn RunningPods,
+    reports: Option<&PolicyReportWriter>,
+) -> Result<PassSummary, AuditError> {
     let engine = state.engine();
     let targets = group_by_controller(read_cluster(pods).await?);
     let objects: Vec<_> = targets.iter().map(|t| t.object.clone()).collect();
@@ -60,6 +69,25 @@ pub async fn pass(state: &AppState, pods: &dyn RunningPods) -> Result<PassSummar
         }
     }
     state.metrics.record_rejudge(&summary);
+    let wanted = engine
+        .config()
+        .rejudge
+        .as_ref()
+        .is_some_and(|r| r.policy_reports);
+    if wanted {
+        summary.reports = Some(match reports {
+            Some(writer) => {
+                let built = build_reports(&targets, &judged, engine.clock().now());
+                let written = writer.write(&built).await.map_err(|err| err.to_string());
+                state.metrics.record_policy_report_write(written.is_ok());
+                if let Err(err) = &written {
+                    tracing::error!(error = %err, "cannot write PolicyReports");
+                }
+                written
+            }
+            None => Err("no cluster access to write PolicyReports".to_owned()),
+        });
+    }
     Ok(summary)
 }
 
@@ -73,6 +101,7 @@ pub fn spawn(
     state: Arc<AppState>,
     pods: Arc<dyn RunningPods>,
     mut leading: Option<tokio::sync::watch::Receiver<bool>>,
+    reports: Option<Arc<PolicyReportWriter>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -91,7 +120,7 @@ pub fn spawn(
                 continue;
             }
             state.metrics.set_rejudge_leader(true);
-            match pass(&state, pods.as_ref()).await {
+            match pass(&state, pods.as_ref(), reports.as_deref()).await {
                 Ok(summary) => tracing::info!(
                     pods = summary.pods,
                     workloads = summary.workloads,

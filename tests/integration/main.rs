@@ -13,6 +13,7 @@ mod https_server;
 mod leader_election_with_mocked_apiserver;
 mod lifecycle_on_loopback;
 mod policy_hot_reload;
+mod policy_reports_with_mocked_apiserver;
 mod pull_secrets_with_mocked_apiserver;
 mod registry_faults;
 mod registry_on_loopback;

@@ -19,10 +19,10 @@ use portcullis::scan::trivy::TrivyDirectory;
 use portcullis::server::AppState;
 use serde_json::Value;
 
-const VULNERABLE: &str = "127.0.0.1:5000/team/app@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+pub(crate) const VULNERABLE: &str = "127.0.0.1:5000/team/app@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// The running pods of `tests/data/cluster/pods.json`, held in memory (no API server).
-struct FixedPodList(Vec<Value>);
+pub(crate) struct FixedPodList(pub(crate) Vec<Value>);
 
 impl RunningPods for FixedPodList {
     fn list(&self) -> PodsFuture<'_> {
@@ -50,7 +50,7 @@ fn running_pods() -> FixedPodList {
     FixedPodList(pods)
 }
 
-const CONFIG: &str = "
+pub(crate) const CONFIG: &str = "
 exclude: {namespaces: [kube-system]}
 scans:
   trivyReports: {directory: \"{reports}\"}
@@ -79,7 +79,7 @@ async fn a_new_vulnerability_report_turns_a_running_workload_into_a_would_be_den
 
     // No report yet (missingScan: allow): the ReplicaSet's two pods are one admitted workload;
     // CoreDNS is in an excluded namespace.
-    let first = pass(&state, &pods).await.unwrap();
+    let first = pass(&state, &pods, None).await.unwrap();
     assert_eq!((first.pods, first.workloads), (3, 2));
     assert_eq!(first.by_outcome.get("allowed"), Some(&1));
     assert_eq!(first.by_outcome.get("skipped"), Some(&1));
@@ -97,7 +97,7 @@ async fn a_new_vulnerability_report_turns_a_running_workload_into_a_would_be_den
     )
     .unwrap();
     trivy.reload().unwrap();
-    let second = pass(&state, &pods).await.unwrap();
+    let second = pass(&state, &pods, None).await.unwrap();
     assert_eq!(second.by_outcome.get("denied"), Some(&1), "{second:?}");
     assert_eq!(second.by_outcome.get("allowed"), None);
     assert_eq!(
@@ -131,7 +131,12 @@ async fn only_the_lease_holder_runs_passes_and_a_new_leader_runs_one_at_once() {
     let loaded = LoadedConfig::from_yaml("rejudge: {interval: 10m}\n", "test").unwrap();
     let state = AppState::new(Engine::new(loaded, Arc::new(NoRegistry)).unwrap());
     let (leading, following) = tokio::sync::watch::channel(false);
-    let task = portcullis::rejudge::spawn(state.clone(), Arc::new(running_pods()), Some(following));
+    let task = portcullis::rejudge::spawn(
+        state.clone(),
+        Arc::new(running_pods()),
+        Some(following),
+        None,
+    );
     let passes = |state: &AppState| {
         state
             .metrics

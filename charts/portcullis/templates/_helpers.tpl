@@ -70,6 +70,15 @@ app.kubernetes.io/part-of: portcullis
 {{- if or .Values.rbac.pullSecrets $evidence.pullSecrets }}true{{ end }}
 {{- end }}
 
+{{/*
+"true" when PolicyReports are written: `rbac.policyReports`, or the server's
+`config.rejudge.policyReports`.
+*/}}
+{{- define "portcullis.policyReportsEnabled" -}}
+{{- $rejudge := (.Values.config | default dict).rejudge | default dict }}
+{{- if or .Values.rbac.policyReports $rejudge.policyReports }}true{{ end }}
+{{- end }}
+
 {{- define "portcullis.trivyOperatorEnabled" -}}
 {{- $scans := (.Values.config | default dict).scans | default dict }}
 {{- $operator := $scans.trivyOperator | default dict }}
