@@ -118,6 +118,27 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish while closing.
     #[arg(long, env = "PORTCULLIS_DRAIN_TIMEOUT", default_value_t = 25)]
     pub drain_timeout_seconds: u64,
+    /// Rotate the certificate in this TLS Secret (`NAMESPACE/NAME`) before it expires, keeping
+    /// the caBundle of --webhook-configuration in step (the chart's selfManaged mode).
+    #[arg(
+        long,
+        env = "PORTCULLIS_CERT_SECRET",
+        requires = "webhook_configuration"
+    )]
+    pub cert_secret: Option<String>,
+    /// The ValidatingWebhookConfiguration whose caBundle trusts the rotated CA.
+    #[arg(
+        long,
+        env = "PORTCULLIS_WEBHOOK_CONFIGURATION",
+        requires = "cert_secret"
+    )]
+    pub webhook_configuration: Option<String>,
+    /// Validity of a rotated certificate.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub cert_validity: Duration,
+    /// Rotate this long before the certificate expires.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub cert_renew_before: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +234,10 @@ pub enum CliError {
     Cluster(String),
     #[error("rejudge needs access to the Kubernetes API to list pods: {0}")]
     RejudgeCluster(String),
+    #[error("certificate rotation needs access to the Kubernetes API: {0}")]
+    RotationCluster(String),
+    #[error("{0}")]
+    RotationArgs(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
     #[error("policy test: {0}")]
@@ -236,6 +261,8 @@ impl CliError {
             | CliError::Cluster(_)
             | CliError::Audit(_)
             | CliError::RejudgeCluster(_)
+            | CliError::RotationCluster(_)
+            | CliError::RotationArgs(_)
             | CliError::PolicyTest(_)
             | CliError::PullSecretsCluster(_)
             | CliError::Evidence(_) => 2,
@@ -536,6 +563,16 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).map_err(|source| CliError::Bind { addr, source })
     };
+    let rotation = rotation_settings(&args)?;
+    let rotation_client = match (&rotation, components.cluster_client()) {
+        (None, _) => None,
+        (Some(_), Some(client)) => Some(client),
+        (Some(_), None) => {
+            return Err(CliError::RotationCluster(
+                "no in-cluster service account or kubeconfig".into(),
+            ));
+        }
+    };
     let webhook = bind(args.listen)?;
     let probe = bind(args.probe_listen)?;
     let tls = match (args.tls_cert, args.tls_key) {
@@ -557,8 +594,19 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let rejudging = components
         .cluster_client()
         .map(|client| start_rejudging(&running.state, client));
+    let rotating = rotation.zip(rotation_client).map(|(settings, client)| {
+        let rotator = crate::cert_rotation::CertRotator::new(
+            client,
+            settings,
+            Arc::new(crate::clock::SystemClock),
+        );
+        crate::cert_rotation::spawn(Arc::new(rotator), running.state.clone())
+    });
     shutdown_signal().await;
     tracing::info!("shutdown signal received");
+    if let Some(rotating) = rotating {
+        rotating.abort();
+    }
     // Hand the Lease over while draining, not before: the drain starts at once.
     let stop_rejudging = async {
         if let Some(rejudging) = rejudging {
@@ -568,6 +616,43 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let ((), drained) = tokio::join!(stop_rejudging, running.shutdown());
     drained?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--cert-secret` and friends, checked before any port is bound.
+fn rotation_settings(
+    args: &ServeArgs,
+) -> Result<Option<crate::cert_rotation::RotationSettings>, CliError> {
+    let (Some(secret), Some(webhook)) = (&args.cert_secret, &args.webhook_configuration) else {
+        return Ok(None);
+    };
+    let Some((namespace, name)) = secret
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+    else {
+        return Err(CliError::RotationArgs(format!(
+            "--cert-secret {secret:?}: expected NAMESPACE/NAME"
+        )));
+    };
+    if args.tls_cert.is_none() {
+        return Err(CliError::RotationArgs(
+            "--cert-secret needs --tls-cert/--tls-key: the mounted files of that Secret".into(),
+        ));
+    }
+    if args.cert_renew_before >= args.cert_validity {
+        return Err(CliError::RotationArgs(format!(
+            "--cert-renew-before ({}) must be shorter than --cert-validity ({})",
+            humantime::format_duration(args.cert_renew_before),
+            humantime::format_duration(args.cert_validity)
+        )));
+    }
+    Ok(Some(crate::cert_rotation::RotationSettings {
+        secret_namespace: namespace.to_owned(),
+        secret_name: name.to_owned(),
+        webhook_configuration: webhook.clone(),
+        dns_names: args.dns_names.clone(),
+        validity: args.cert_validity,
+        renew_before: args.cert_renew_before,
+    }))
 }
 
 /// The background re-judging of `serve`: its task, the leader elector and the Lease.

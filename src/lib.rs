@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod cert_rotation;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub rego_policies: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub rejudge_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub policy_report_writes: Family<ResultLabels, Counter>,
+    pub certificate_not_after: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub certificate_rotation_failures: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -171,9 +173,23 @@ impl Metrics {
             "PolicyReport writes after re-judging passes, by result (ok, failed)",
             policy_report_writes.clone(),
         );
+        let certificate_not_after = Gauge::default();
+        registry.register(
+            "certificate_not_after_seconds",
+            "Expiry (Unix time) of the self-managed webhook certificate, as last checked (--cert-secret)",
+            certificate_not_after.clone(),
+        );
+        let certificate_rotation_failures = Counter::default();
+        registry.register(
+            "certificate_rotation_failures",
+            "Failed checks or rotations of the self-managed webhook certificate",
+            certificate_rotation_failures.clone(),
+        );
         Self {
             registry,
             rejudge_leader,
+            certificate_not_after,
+            certificate_rotation_failures,
             policy_report_writes,
             running_workloads,
             running_findings,
@@ -233,6 +249,10 @@ impl Metrics {
                 result: if ok { "ok" } else { "failed" }.into(),
             })
             .inc();
+    }
+
+    pub fn record_rotation_failure(&self) {
+        self.certificate_rotation_failures.inc();
     }
 
     pub fn record_rejudge_failure(&self) {

@@ -48,7 +48,16 @@ pub const DEFAULT_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 /// Makes a CA and a serving certificate (CA:FALSE, serverAuth) for `localhost`, `127.0.0.1`
 /// and `dns_names`, valid from an hour ago for one year.
 pub fn generate(dns_names: &[String]) -> Result<GeneratedTls, TlsError> {
-    let now = OffsetDateTime::now_utc();
+    generate_valid_for(dns_names, OffsetDateTime::now_utc(), Duration::days(365))
+}
+
+/// As [`generate`], valid from an hour before `now` for `validity` (the CA a day longer, so
+/// the serving certificate never outlives its issuer).
+pub fn generate_valid_for(
+    dns_names: &[String],
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<GeneratedTls, TlsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params
@@ -60,7 +69,7 @@ pub fn generate(dns_names: &[String]) -> Result<GeneratedTls, TlsError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     ca_params.not_before = now - Duration::hours(1);
-    ca_params.not_after = now + Duration::days(366);
+    ca_params.not_after = now + validity + Duration::days(1);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
     let mut names: Vec<String> = DEFAULT_NAMES.iter().map(|s| (*s).to_owned()).collect();
@@ -79,7 +88,7 @@ pub fn generate(dns_names: &[String]) -> Result<GeneratedTls, TlsError> {
     ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = now - Duration::hours(1);
-    leaf.not_after = now + Duration::days(365);
+    leaf.not_after = now + validity;
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &ca)?;
     Ok(GeneratedTls {

@@ -136,6 +136,11 @@ pub fn create_review(group: &str, kind: &str, resource: &str, object: Value) -> 
 /// Runs `portcullis serve` on `config_yaml` where no cluster can be reached (no kubeconfig, no
 /// in-cluster service account), on ephemeral loopback ports. Returns (exit code, stderr).
 pub fn serve_without_cluster(config_yaml: &str) -> (Option<i32>, String) {
+    serve_without_cluster_with(config_yaml, &[])
+}
+
+/// As [`serve_without_cluster`], with more `serve` arguments.
+pub fn serve_without_cluster_with(config_yaml: &str, extra: &[&str]) -> (Option<i32>, String) {
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(err) => unreachable!("temp dir: {err}"),
@@ -147,6 +152,7 @@ pub fn serve_without_cluster(config_yaml: &str) -> (Option<i32>, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["serve", "--config", &path.display().to_string()])
         .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+        .args(extra)
         .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("HOME", dir.path())

@@ -8,6 +8,7 @@ mod common;
 mod registry_support;
 
 mod audit_with_mocked_apiserver;
+mod cert_rotation_with_mocked_apiserver;
 mod cli;
 mod https_server;
 mod leader_election_with_mocked_apiserver;
