@@ -49,7 +49,7 @@ pub enum Command {
     /// Run the HTTPS admission webhook (POST /validate) and the probe port
     /// (/healthz, /readyz, /metrics). Exit codes: 0 clean shutdown, 1 runtime failure,
     /// 2 bad configuration (detected before any port is bound).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Answer one AdmissionReview (JSON, from FILE or stdin) exactly as the server would, on
     /// stdout. Exit codes: 0 an answer was produced (allowed or not), 2 the input is not an
     /// AdmissionReview or the configuration is bad.
@@ -278,7 +278,7 @@ impl CliError {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Review(args) => review(args).await,
         Command::Check(args) => check(args).await,
         Command::Audit(args) => audit(args).await,
