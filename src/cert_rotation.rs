@@ -45,6 +45,11 @@ pub enum RotationError {
     Missing(String),
     #[error("cannot generate the new certificate: {0}")]
     Generate(#[from] crate::tls::TlsError),
+    #[error(
+        "{0}: no DNS names to make a certificate for (pass --dns-name, or annotate the Secret \
+         with portcullis.io/dns-names); not rotating"
+    )]
+    NoNames(String),
     #[error("the new certificate cannot be read back: {0}")]
     Parse(String),
 }
@@ -258,6 +263,9 @@ impl CertRotator {
         } else {
             self.settings.dns_names.clone()
         };
+        if dns_names.is_empty() {
+            return Err(RotationError::NoNames(secret_label));
+        }
         let now = self.clock.now();
         let reason = match assess(&secret, &dns_names, now, self.settings.renew_before) {
             Assessment::Fresh { not_after } => return Ok(Round::Fresh { not_after }),

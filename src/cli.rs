@@ -106,7 +106,8 @@ pub struct ServeArgs {
     /// Private key (PEM) of the serving certificate. Requires --tls-cert.
     #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Extra DNS name for the generated certificate (repeatable; without --tls-cert only).
+    /// Extra DNS name for the generated certificate (repeatable; without --tls-cert), and the
+    /// names a rotated certificate is made for (with --cert-secret).
     #[arg(long = "dns-name", env = "PORTCULLIS_DNS_NAME", value_delimiter = ',')]
     pub dns_names: Vec<String>,
     /// Where to write the generated CA bundle (without --tls-cert only).

@@ -196,11 +196,26 @@ def cmd_webhook(args: argparse.Namespace) -> None:
 
 
 def grants(role: dict) -> dict[tuple[str, str], set[str]]:
+    """Grants on every object of a resource (rules without resourceNames)."""
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role.get("rules") or []:
+        if rule.get("resourceNames"):
+            continue
         for group in rule.get("apiGroups", []):
             for resource in rule.get("resources", []):
                 out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def named_grants(role: dict) -> dict[tuple[str, str], tuple[set[str], list[str]]]:
+    """Grants limited to named objects (rules with resourceNames)."""
+    out: dict[tuple[str, str], tuple[set[str], list[str]]] = {}
+    for rule in role.get("rules") or []:
+        if not rule.get("resourceNames"):
+            continue
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                out[(group, resource)] = (set(rule["verbs"]), list(rule["resourceNames"]))
     return out
 
 
@@ -229,6 +244,23 @@ def cmd_rbac(args: argparse.Namespace) -> None:
         check(reports is None, "vulnerabilityreports granted without config.scans.trivyOperator.enabled")
     policy_reports = cluster.get(("wgpolicyk8s.io", "policyreports"))
     check(bool(policy_reports) == args.policy_reports, f"policyreports granted: {policy_reports}")
+    named_cluster = named_grants(one(docs, "ClusterRole"))
+    named_role = named_grants(one(docs, "Role"))
+    webhooks = named_cluster.get(("admissionregistration.k8s.io", "validatingwebhookconfigurations"))
+    secrets = named_role.get(("", "secrets"))
+    if args.rotation:
+        check(webhooks == ({"get", "update"}, [args.rotation]), f"rotation: webhook grant {webhooks}")
+        check(secrets == ({"get", "update"}, [f"{args.rotation}-tls"]), f"rotation: Secret grant {secrets}")
+        deployment = one(docs, "Deployment")
+        container_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        check(f"--webhook-configuration={args.rotation}" in container_args, f"rotation args missing: {container_args}")
+        check(any(a.startswith("--cert-secret=") and a.endswith(f"/{args.rotation}-tls") for a in container_args),
+              f"--cert-secret missing: {container_args}")
+    else:
+        check(webhooks is None and secrets is None, f"rotation grants without rotation: {webhooks} {secrets}")
+    check(not (set(named_cluster) | set(named_role)) - {
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"), ("", "secrets")},
+        f"unexpected named grants: {named_cluster} {named_role}")
     check(role.get(("coordination.k8s.io", "leases")) is not None, "leases missing from the Role")
     check(role.get(("", "events")) == {"create", "patch"}, f"events: {role.get(('', 'events'))}")
     print(f"rbac: {len(cluster)} cluster-wide grants, {len(role)} namespaced grants")
@@ -404,6 +436,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def fake_api_server(objects: dict[str, dict]):
+    """A loopback stand-in for the kube-apiserver (none can run here) that answers GETs of the
+    given objects by path, 404 otherwise, and records every request. Returns (url, log, stop)."""
+    import http.server
+    import threading
+
+    log: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            log.append(f"{self.command} {self.path}")
+            path = self.path.split("?")[0]
+            found = objects.get(path) if self.command == "GET" else None
+            body = json.dumps(found if found else {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": f"{path} not found"}).encode()
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PUT = do_POST = do_PATCH = _answer
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", log, server.shutdown
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     binary = os.environ["PORTCULLIS_BIN"]
     docs = load(args.file)
@@ -429,8 +493,31 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "--probe-listen=": f"--probe-listen=127.0.0.1:{probe}",
         }
         argv = [next((v for k, v in mapping.items() if a.startswith(k)), a) for a in container["args"]]
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        env["KUBECONFIG"] = str(tmp / "no-kubeconfig")
+        rotation = next((a.split("=", 1)[1] for a in argv if a.startswith("--cert-secret=")), None)
+        api_log: list[str] = []
+        if rotation:
+            # Run-time rotation reads the Secret and the webhook configuration: serve them as
+            # rendered from a stand-in API server, through a kubeconfig pointing at it.
+            namespace, secret_name = rotation.split("/")
+            webhook_name = next(a.split("=", 1)[1] for a in argv if a.startswith("--webhook-configuration="))
+            configuration = one(docs, "ValidatingWebhookConfiguration")
+            check(configuration["metadata"]["name"] == webhook_name, "--webhook-configuration names another object")
+            check(secret["metadata"]["name"] == secret_name, "--cert-secret names another Secret")
+            url, api_log, stop_api = fake_api_server({
+                f"/api/v1/namespaces/{namespace}/secrets/{secret_name}": secret,
+                f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{webhook_name}": configuration,
+            })
+            (tmp / "kubeconfig").write_text(yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config", "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": url}}],
+                "users": [{"name": "test", "user": {}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
+            }))
+            env["KUBECONFIG"] = str(tmp / "kubeconfig")
         process = subprocess.Popen(
-            [binary, *argv], stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"),
+            [binary, *argv], stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"), env=env,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -460,7 +547,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
         review = json.loads(payload)
         uid = json.loads(body)["request"]["uid"]
         check(review["response"]["uid"] == uid, "the answer must echo the request uid")
-        print(f"serve: `portcullis {' '.join(argv[:1])} ...` with the Deployment's arguments; TLS to {host} verified with the rendered caBundle; allowed={review['response']['allowed']}")
+        if rotation:
+            # The first rotation check read the rendered Secret, found it fresh, wrote nothing,
+            # and published its expiry.
+            deadline = time.monotonic() + 15
+            expiry = 0.0
+            while time.monotonic() < deadline and not expiry:
+                with urllib.request.urlopen(f"http://127.0.0.1:{probe}/metrics", timeout=2) as r:
+                    for line in r.read().decode().splitlines():
+                        if line.startswith("portcullis_certificate_not_after_seconds "):
+                            expiry = float(line.split()[1])
+                time.sleep(0.1)
+            check(expiry > time.time() + 300 * 86400, f"certificate expiry not published after the rotation check: {expiry}")
+            check(not [line for line in api_log if not line.startswith("GET ")], f"a fresh certificate must not be rewritten: {api_log}")
+            stop_api()
+        print(f"serve: `portcullis {' '.join(argv[:1])} ...` with the Deployment's arguments; TLS to {host} verified with the rendered caBundle; allowed={review['response']['allowed']}"
+              + (f"; rotation check read {len(api_log)} object(s) from a stand-in API server" if rotation else ""))
     finally:
         if process is not None:
             process.terminate()
@@ -520,6 +622,7 @@ def main() -> None:
     p.add_argument("--pull-secrets", action="store_true")
     p.add_argument("--trivy-operator", action="store_true")
     p.add_argument("--policy-reports", action="store_true")
+    p.add_argument("--rotation", metavar="FULLNAME", help="expect run-time certificate rotation grants and args")
     p = sub.add_parser("workload")
     p.add_argument("file")
     p.add_argument("--replicas", type=int, default=3)

@@ -79,6 +79,18 @@ app.kubernetes.io/part-of: portcullis
 {{- if or .Values.rbac.policyReports $rejudge.policyReports }}true{{ end }}
 {{- end }}
 
+{{/* The serving certificate's DNS names (the Service's), comma-separated. */}}
+{{- define "portcullis.dnsNames" -}}
+{{- $fullname := include "portcullis.fullname" . }}
+{{- $service := printf "%s.%s.svc" $fullname .Release.Namespace }}
+{{- join "," (list $fullname (printf "%s.%s" $fullname .Release.Namespace) $service (printf "%s.cluster.local" $service)) }}
+{{- end }}
+
+{{/* "true" when portcullis rotates the self-managed certificate itself. */}}
+{{- define "portcullis.rotationEnabled" -}}
+{{- if and (eq .Values.certificates.mode "selfManaged") .Values.certificates.selfManaged.rotateAtRuntime }}true{{ end }}
+{{- end }}
+
 {{- define "portcullis.trivyOperatorEnabled" -}}
 {{- $scans := (.Values.config | default dict).scans | default dict }}
 {{- $operator := $scans.trivyOperator | default dict }}
