@@ -531,6 +531,10 @@ pub struct FoundEnvelope {
     pub payload_type: String,
     pub payload: Vec<u8>,
     pub signatures: Vec<Vec<u8>>,
+    /// Keyless: the layer's Fulcio certificate, its chain and Rekor bundle annotations.
+    pub certificate_pem: Option<String>,
+    pub chain_pem: Option<String>,
+    pub bundle_json: Option<String>,
 }
 
 /// Everything the registry holds about one digest's signatures and attestations.
@@ -676,7 +680,16 @@ pub async fn collect(
             {
                 let bytes = registry.blob(image, layer, call).await?;
                 match parse_envelope(&bytes) {
-                    Ok(envelope) => collected.envelopes.push(envelope),
+                    Ok(mut envelope) => {
+                        let annotation = |key: &str| {
+                            layer.annotations.as_ref().and_then(|a| a.get(key)).cloned()
+                        };
+                        envelope.certificate_pem =
+                            annotation(crate::keyless::CERTIFICATE_ANNOTATION);
+                        envelope.chain_pem = annotation(crate::keyless::CHAIN_ANNOTATION);
+                        envelope.bundle_json = annotation(crate::keyless::BUNDLE_ANNOTATION);
+                        collected.envelopes.push(envelope);
+                    }
                     Err(err) => collected.notes.push(format!(
                         "attestation layer {} unreadable: {err}",
                         layer.digest
@@ -702,6 +715,9 @@ fn parse_envelope(bytes: &[u8]) -> Result<FoundEnvelope, String> {
         payload_type: file.payload_type,
         payload,
         signatures,
+        certificate_pem: None,
+        chain_pem: None,
+        bundle_json: None,
     })
 }
 
@@ -943,12 +959,17 @@ fn judge_attestations(
             continue;
         }
         let pae = dsse_pae(&envelope.payload_type, &envelope.payload);
-        let signer = authorities.keys.iter().find(|key| {
-            envelope
-                .signatures
-                .iter()
-                .any(|sig| key.key.verify_signature(Signature::Raw(sig), &pae).is_ok())
-        });
+        let signer = authorities
+            .keys
+            .iter()
+            .find(|key| {
+                envelope
+                    .signatures
+                    .iter()
+                    .any(|sig| key.key.verify_signature(Signature::Raw(sig), &pae).is_ok())
+            })
+            .map(|key| format!("key {}", key.label))
+            .or_else(|| keyless_signer(authorities, envelope, &pae));
         let Some(signer) = signer else {
             continue;
         };
@@ -966,7 +987,7 @@ fn judge_attestations(
         verified.push(std::sync::Arc::new(VerifiedAttestation::new(
             statement.predicate_type,
             statement.predicate,
-            format!("key {}", signer.label),
+            signer,
         )));
     }
     let missing = authorities
@@ -976,6 +997,44 @@ fn judge_attestations(
         .cloned()
         .collect();
     (verified, missing)
+}
+
+/// The keyless identity of the policy that signed `envelope`, when its certificate, chain
+/// and Rekor entry verify against the policy's trusted root (see `crate::keyless`).
+fn keyless_signer(
+    authorities: &Authorities,
+    envelope: &FoundEnvelope,
+    pae: &[u8],
+) -> Option<String> {
+    let trust = authorities.trust()?;
+    if authorities.keyless.is_empty() {
+        return None;
+    }
+    let material = crate::keyless::KeylessMaterial {
+        certificate_pem: envelope.certificate_pem.as_deref()?,
+        chain_pem: envelope.chain_pem.as_deref(),
+        bundle_json: envelope.bundle_json.as_deref()?,
+    };
+    for signature in &envelope.signatures {
+        match crate::keyless::verify_envelope(trust, material, pae, &envelope.payload, signature) {
+            Ok(signer) => {
+                let accepted = authorities.keyless.iter().any(|identity| {
+                    identity.issuer.matches(&signer.issuer)
+                        && identity.subject.matches(&signer.subject)
+                });
+                if accepted {
+                    return Some(format!("keyless {} ({})", signer.subject, signer.issuer));
+                }
+                tracing::debug!(
+                    subject = %signer.subject,
+                    issuer = %signer.issuer,
+                    "keyless attestation by an identity the policy does not name"
+                );
+            }
+            Err(why) => tracing::debug!(%why, "keyless attestation does not verify"),
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::common::{post, routers};
 use crate::registry_support::{
     ImageSpec, IndependentKey, Layout, Mode, PrivateSigstore, Registry, push_attestations,
-    push_signature_layers, push_signature_layers_annotated, sign_image, sigstore_sign,
-    simple_signing_payload, write_file,
+    push_keyless_attestation, push_signature_layers, push_signature_layers_annotated, sign_image,
+    sigstore_sign, simple_signing_payload, write_file,
 };
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
@@ -889,6 +889,145 @@ async fn keyless_signatures_are_checked_against_the_trusted_root_issuer_subject_
         if !expected {
             assert!(
                 message(&answer).contains("expected a signature by keyless issuer="),
+                "{name}: {}",
+                message(&answer)
+            );
+        }
+    }
+}
+
+/// Keyless attestations (Fulcio certificate + Rekor `intoto` entry, as cosign writes them under
+/// the `.att` tag) against the same private Sigstore-style chain: verified ones are exposed and
+/// satisfy `attestations`; each broken link leaves the requirement unmet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_attestations_need_a_trusted_certificate_a_logged_entry_for_them_and_the_identity()
+{
+    let setup = Setup::new(Mode::Plain);
+    let sigstore = PrivateSigstore::new();
+    let root = write_file(
+        setup.keys.path(),
+        "trusted_root.json",
+        &sigstore.trusted_root_json(),
+    );
+    let (issuer, subject) = ("https://issuer.example", "dev@example.com");
+    let now = time::OffsetDateTime::now_utc();
+    let yaml = setup.config(
+        "",
+        &format!(
+            "      keyless:\n        - {{issuer: \"{issuer}\", subject: \"{subject}\"}}\n      \
+             trustedRoot: {}\n      attestations:\n        - predicateType: slsaprovenance1\n",
+            root.display()
+        ),
+    );
+    let provenance = json!({"buildDefinition": {"buildType": "https://example.com/build"},
+                            "runDetails": {"metadata": {"finishedOn": "2026-11-01T09:00:00Z"}}});
+    let stranger_log = PrivateSigstore::new();
+    let stranger_ca = PrivateSigstore::new();
+    let signer = sigstore.issue(issuer, subject, now - time::Duration::minutes(1), 10);
+    let expired = sigstore.issue(issuer, subject, now - time::Duration::hours(2), 10);
+    let other_subject = sigstore.issue(
+        issuer,
+        "ops@example.com",
+        now - time::Duration::minutes(1),
+        10,
+    );
+    let untrusted = stranger_ca.issue(issuer, subject, now - time::Duration::minutes(1), 10);
+    let at = now.unix_timestamp();
+
+    // name, attestation signer, log that signs the entry, payload the entry records, log time
+    let no_entry_change: Option<&[u8]> = None;
+    let cases = [
+        ("verified", &signer, &sigstore, no_entry_change, at, true),
+        (
+            "entry for another payload",
+            &signer,
+            &sigstore,
+            Some(b"another statement".as_slice()),
+            at,
+            false,
+        ),
+        (
+            "entry signed by another log",
+            &signer,
+            &stranger_log,
+            None,
+            at,
+            false,
+        ),
+        (
+            "certificate expired before the log time",
+            &expired,
+            &sigstore,
+            None,
+            at,
+            false,
+        ),
+        (
+            "identity the policy does not name",
+            &other_subject,
+            &sigstore,
+            None,
+            at,
+            false,
+        ),
+        (
+            "certificate from an untrusted CA",
+            &untrusted,
+            &stranger_ca,
+            None,
+            at,
+            false,
+        ),
+    ];
+    for (index, (name, attester, log, entry, integrated, expected)) in cases.into_iter().enumerate()
+    {
+        let repository = format!("team/attested{index}");
+        let digest = setup.push_image(&repository, "v1", &format!("attested-{index}"));
+        let reference = format!("{}/{repository}", setup.registry.host);
+        // The image itself is keylessly signed by the policy's identity in every case.
+        let payload = simple_signing_payload(&reference, &digest);
+        let annotations = signer.annotations(Some((&sigstore, at)), &payload);
+        push_signature_layers_annotated(
+            &setup.registry,
+            &repository,
+            &digest,
+            vec![(payload, annotations)],
+        )
+        .await;
+        push_keyless_attestation(
+            &setup.registry,
+            &repository,
+            &digest,
+            attester,
+            log,
+            ("https://slsa.dev/provenance/v1", provenance.clone()),
+            entry,
+            integrated,
+        )
+        .await;
+
+        let image = format!("{reference}:v1");
+        let found = gather(&source(&yaml), &yaml, &image).await;
+        let answer = review(&webhook(&yaml, source(&yaml)), &image).await;
+        assert_eq!(allowed(&answer), expected, "{name}: {answer}");
+        if expected {
+            assert_eq!(found.attestations.len(), 1, "{name}");
+            assert_eq!(found.attestations[0].predicate, provenance, "{name}");
+            assert!(
+                found.attestations[0]
+                    .signer
+                    .contains("keyless dev@example.com (https://issuer.example)"),
+                "{name}: {}",
+                found.attestations[0].signer
+            );
+        } else {
+            assert!(
+                found.attestations.is_empty(),
+                "{name}: {:?}",
+                found.attestations
+            );
+            assert!(
+                message(&answer).contains("https://slsa.dev/provenance/v1"),
                 "{name}: {}",
                 message(&answer)
             );

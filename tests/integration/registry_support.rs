@@ -899,6 +899,34 @@ impl PrivateSigstore {
                      "signature": {"content": signature_b64,
                                    "publicKey": {"content": BASE64.encode(certificate_pem)}}}
         });
+        self.logged(&body, integrated_time)
+    }
+
+    /// Cosign's bundle annotation for a keyless attestation: an `intoto` (0.0.2) Rekor entry
+    /// naming `entry_payload`'s hash and the certificate, and its Signed Entry Timestamp.
+    pub fn intoto_bundle(
+        &self,
+        signature_der: &[u8],
+        certificate_pem: &str,
+        entry_payload: &[u8],
+        envelope: &[u8],
+        integrated_time: i64,
+    ) -> String {
+        let body = json!({
+            "apiVersion": "0.0.2", "kind": "intoto",
+            "spec": {"content": {
+                "envelope": {"payloadType": "application/vnd.in-toto+json",
+                             "signatures": [{"publicKey": BASE64.encode(certificate_pem),
+                                             "sig": BASE64.encode(BASE64.encode(signature_der))}]},
+                "hash": {"algorithm": "sha256", "value": sha256_hex(envelope)},
+                "payloadHash": {"algorithm": "sha256", "value": sha256_hex(entry_payload)}
+            }}
+        });
+        self.logged(&body, integrated_time)
+    }
+
+    /// A Rekor bundle for `body` logged at `integrated_time`.
+    fn logged(&self, body: &Value, integrated_time: i64) -> String {
         let body = BASE64.encode(body.to_string());
         let log_id = sha256_hex(&self.rekor_der());
         // RFC 8785 canonical form: keys sorted, no spaces.
@@ -912,6 +940,72 @@ impl PrivateSigstore {
         })
         .to_string()
     }
+}
+
+/// Pushes a `.att` manifest with one keyless DSSE attestation of `predicate` about `digest`:
+/// signed by `signer`, with the certificate annotation and a Rekor bundle from `log` whose
+/// entry records `entry_payload` (the real payload unless a test wants a mismatch).
+#[allow(clippy::too_many_arguments)] // reason: each case varies a different one
+pub async fn push_keyless_attestation(
+    registry: &Registry,
+    repository: &str,
+    digest: &str,
+    signer: &KeylessSigner,
+    log: &PrivateSigstore,
+    predicate: (&str, Value),
+    entry_payload: Option<&[u8]>,
+    integrated_time: i64,
+) {
+    let (predicate_type, predicate) = predicate;
+    let statement = json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": predicate_type,
+        "subject": [{"name": format!("{}/{repository}", registry.host),
+                     "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicate": predicate,
+    });
+    let payload = serde_json::to_vec(&statement).unwrap();
+    let payload_type = "application/vnd.in-toto+json";
+    let mut pae = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&payload);
+    let signature = signer.key.sign_der(&pae);
+    let envelope = serde_json::to_vec(&json!({
+        "payloadType": payload_type,
+        "payload": BASE64.encode(&payload),
+        "signatures": [{"keyid": "", "sig": BASE64.encode(&signature)}],
+    }))
+    .unwrap();
+    let bundle = log.intoto_bundle(
+        &signature,
+        &signer.certificate_pem,
+        entry_payload.unwrap_or(&payload),
+        &envelope,
+        integrated_time,
+    );
+    let layer = ImageLayer::new(
+        envelope,
+        "application/vnd.dsse.envelope.v1+json".into(),
+        Some(BTreeMap::from([
+            ("predicateType".to_owned(), predicate_type.to_owned()),
+            (
+                "dev.sigstore.cosign/certificate".to_owned(),
+                signer.certificate_pem.clone(),
+            ),
+            ("dev.sigstore.cosign/bundle".to_owned(), bundle),
+        ])),
+    );
+    push_artifact(
+        registry,
+        repository,
+        &format!("{}.att", digest.replace(':', "-")),
+        vec![layer],
+    )
+    .await;
 }
 
 impl KeylessSigner {
