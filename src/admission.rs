@@ -102,6 +102,17 @@ pub async fn handle(
     body: &[u8],
     timeout: Option<Duration>,
 ) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
+    handle_with_priority(engine, body, timeout, crate::evidence::Priority::Admission).await
+}
+
+/// As [`handle`], for work nobody waits on (re-judging, `audit`, `check`): its registry
+/// requests hold at most half of each registry's slots.
+pub async fn handle_with_priority(
+    engine: &Engine,
+    body: &[u8],
+    timeout: Option<Duration>,
+    priority: crate::evidence::Priority,
+) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
     let started = Instant::now();
     let request = parse(body)?;
     let span = tracing::info_span!(
@@ -116,7 +127,7 @@ pub async fn handle(
     );
     let deadline = started + engine.budget(timeout);
     let verdict = engine
-        .review(&request, deadline)
+        .review(&request, deadline, priority)
         .instrument(span.clone())
         .await;
     span.record("verdict", verdict.outcome.as_str());

@@ -237,12 +237,17 @@ pub async fn judge_objects(
             origin: object.origin.clone(),
             message: err.to_string(),
         })?;
-        let (_, verdict) = crate::admission::handle(engine, &body, None)
-            .await
-            .map_err(|err| AuditError::Judge {
-                origin: object.origin.clone(),
-                message: err.to_string(),
-            })?;
+        let (_, verdict) = crate::admission::handle_with_priority(
+            engine,
+            &body,
+            None,
+            crate::evidence::Priority::Background,
+        )
+        .await
+        .map_err(|err| AuditError::Judge {
+            origin: object.origin.clone(),
+            message: err.to_string(),
+        })?;
         results.push(Judged {
             origin: object.origin.clone(),
             object: object.display(),

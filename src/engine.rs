@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
 use crate::decision::{Context, Verdict};
-use crate::evidence::{EvidenceError, EvidenceSource, GatherContext};
+use crate::evidence::{EvidenceError, EvidenceSource, GatherContext, Priority};
 use crate::exceptions::Exceptions;
 use crate::policy::input::InputDocument;
 use crate::policy::lifecycle::{LifecycleFacts, build_time};
@@ -53,6 +53,13 @@ pub enum EngineError {
 /// Builds an engine for a (re)loaded configuration, wiring the evidence and scan sources
 /// that configuration names. Used at start and on every hot reload.
 pub type EngineBuilder = Arc<dyn Fn(LoadedConfig) -> Result<Engine, String> + Send + Sync>;
+
+/// When a review's answer is due, and who waits for it.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    deadline: Instant,
+    priority: Priority,
+}
 
 /// A configuration turned into ready-to-run policies. Immutable: a reload builds a new one.
 #[derive(Debug)]
@@ -192,6 +199,7 @@ impl Engine {
         &self,
         request: &AdmissionRequest<DynamicObject>,
         deadline: Instant,
+        priority: Priority,
     ) -> Verdict {
         let namespace = request.namespace.as_deref().unwrap_or("");
         let context = Context {
@@ -248,7 +256,14 @@ impl Engine {
         let name = context.name;
         let operation = operation_name(&request.operation);
         self.judge(
-            &context, request, operation, namespace, name, &pod, &scope, deadline,
+            &context,
+            request,
+            operation,
+            namespace,
+            name,
+            &pod,
+            &scope,
+            Budget { deadline, priority },
         )
         .await
     }
@@ -263,8 +278,9 @@ impl Engine {
         name: &str,
         pod: &PodView,
         scope: &JudgedScope,
-        deadline: Instant,
+        budget: Budget,
     ) -> Verdict {
+        let Budget { deadline, priority } = budget;
         let mut images: Vec<ImageEntry> = pod
             .containers
             .iter()
@@ -282,6 +298,7 @@ impl Engine {
             namespace: namespace.to_owned(),
             pull: pod.pull.clone(),
             deadline,
+            priority,
         };
         let errors = match tokio::time::timeout_at(
             deadline,

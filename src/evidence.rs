@@ -163,6 +163,18 @@ pub struct GatherContext {
     pub pull: PullRefs,
     /// When the answer must be on its way; retries never go past it.
     pub deadline: Instant,
+    /// Whose registry requests these are.
+    pub priority: Priority,
+}
+
+/// Who is waiting for evidence: the API server (admission) or nobody in a hurry (re-judging,
+/// `audit`, `check`). Background work may hold at most half of a registry's concurrency
+/// slots, so a large re-judging pass never starves admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Admission,
+    Background,
 }
 
 impl GatherContext {
@@ -172,6 +184,7 @@ impl GatherContext {
             namespace: String::new(),
             pull: PullRefs::default(),
             deadline,
+            priority: Priority::Admission,
         }
     }
 }

@@ -281,6 +281,14 @@ pub fn facts_of(config: &[u8], annotations: &BTreeMap<String, String>) -> ImageF
 pub struct Call {
     pub deadline: Instant,
     pub credential: Credential,
+    pub priority: crate::evidence::Priority,
+}
+
+/// One registry's concurrency limits.
+#[derive(Debug, Clone)]
+struct RegistryLimits {
+    all: Arc<Semaphore>,
+    background: Arc<Semaphore>,
 }
 
 /// One registry's connection settings.
@@ -297,7 +305,8 @@ pub struct RegistryClient {
     endpoints: HashMap<String, Endpoint>,
     docker_config: DockerConfig,
     clients: Mutex<HashMap<(String, String), Client>>,
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per registry: every request's slots, and the share background requests may hold.
+    limits: Mutex<HashMap<String, RegistryLimits>>,
     max_concurrent: usize,
     max_attempts: usize,
     requests: AtomicU64,
@@ -390,6 +399,7 @@ impl RegistryClient {
             credential: self
                 .configured_credential(image.registry())
                 .unwrap_or_default(),
+            priority: crate::evidence::Priority::Admission,
         };
         self.resolve_with(image, &call).await
     }
@@ -411,7 +421,7 @@ impl RegistryClient {
         );
         let client = self.client_for(image.registry(), &call.credential)?;
         let auth = registry_auth(&call.credential);
-        self.run(image.registry(), call.deadline, || async {
+        self.run(image.registry(), call, || async {
             client
                 .fetch_manifest_digest(&reference, &auth)
                 .await
@@ -461,7 +471,7 @@ impl RegistryClient {
     ) -> Result<Vec<u8>, RegistryError> {
         let client = self.client_for(host, &call.credential)?;
         let auth = registry_auth(&call.credential);
-        self.run(host, call.deadline, || async {
+        self.run(host, call, || async {
             client
                 .pull_manifest_raw(reference, &auth, MANIFEST_MEDIA_TYPES)
                 .await
@@ -489,7 +499,7 @@ impl RegistryClient {
         let auth = registry_auth(&call.credential);
         client.store_auth_if_needed(image.registry(), &auth).await;
         let digest = descriptor.digest.as_str();
-        self.run(image.registry(), call.deadline, || async {
+        self.run(image.registry(), call, || async {
             let mut out: Vec<u8> = Vec::new();
             client
                 .pull_blob(&reference, digest, &mut out)
@@ -513,7 +523,7 @@ impl RegistryClient {
         let auth = registry_auth(&call.credential);
         client.store_auth_if_needed(image.registry(), &auth).await;
         let index = self
-            .run(image.registry(), call.deadline, || async {
+            .run(image.registry(), call, || async {
                 client
                     .pull_referrers(&reference, None)
                     .await
@@ -581,14 +591,17 @@ impl RegistryClient {
         Ok(client)
     }
 
-    fn limit_for(&self, host: &str) -> Result<Arc<Semaphore>, RegistryError> {
+    fn limit_for(&self, host: &str) -> Result<RegistryLimits, RegistryError> {
         let mut limits = self
             .limits
             .lock()
             .map_err(|_| RegistryError::Config("registry limit lock poisoned".into()))?;
         Ok(limits
             .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.max_concurrent)))
+            .or_insert_with(|| RegistryLimits {
+                all: Arc::new(Semaphore::new(self.max_concurrent)),
+                background: Arc::new(Semaphore::new((self.max_concurrent / 2).max(1))),
+            })
             .clone())
     }
 
@@ -597,20 +610,27 @@ impl RegistryClient {
     async fn run<T, F, Fut>(
         &self,
         host: &str,
-        deadline: Instant,
+        call: &Call,
         operation: F,
     ) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
-        let limit = self.limit_for(host)?;
+        let deadline = call.deadline;
+        let limits = self.limit_for(host)?;
         let attempts = self.max_attempts;
+        let closed = |_| RegistryError::Config("registry limit closed".into());
         let work = async {
-            let _permit = limit
-                .acquire_owned()
-                .await
-                .map_err(|_| RegistryError::Config("registry limit closed".into()))?;
+            // Background work takes a background slot first, so it never holds more than its
+            // share of the registry's slots while admission waits.
+            let _background = match call.priority {
+                crate::evidence::Priority::Background => {
+                    Some(limits.background.acquire_owned().await.map_err(closed)?)
+                }
+                crate::evidence::Priority::Admission => None,
+            };
+            let _permit = limits.all.acquire_owned().await.map_err(closed)?;
             let mut operation = operation;
             let counted = || {
                 self.requests.fetch_add(1, Ordering::Relaxed);

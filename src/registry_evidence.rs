@@ -405,6 +405,7 @@ impl RegistryEvidence {
                 .checked_sub(DEADLINE_MARGIN)
                 .unwrap_or(context.deadline),
             credential,
+            priority: context.priority,
         };
         let mut notes = Vec::new();
         let Some(digest) = self.digest_of(image, &call, &mut notes).await? else {
@@ -509,6 +510,7 @@ impl RegistryEvidence {
                 .checked_sub(DEADLINE_MARGIN)
                 .unwrap_or(context.deadline),
             credential,
+            priority: context.priority,
         };
         // A stale resolution note concerns the base, not the image: keep it in the message.
         let mut notes = Vec::new();

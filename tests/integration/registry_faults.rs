@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use portcullis::config::LoadedConfig;
 use portcullis::credentials::{Credential, DockerConfig, PullSecretFuture, PullSecretSource};
-use portcullis::evidence::{EvidenceSource, GatherContext};
+use portcullis::evidence::{EvidenceSource, GatherContext, Priority};
 use portcullis::reference::ImageRef;
 use portcullis::registry::{Call, RegistryClient, RegistryError};
 use portcullis::registry_evidence::RegistryEvidence;
@@ -174,6 +174,7 @@ fn call(seconds: u64) -> Call {
     Call {
         deadline: Instant::now() + Duration::from_secs(seconds),
         credential: Credential::Anonymous,
+        priority: Priority::Admission,
     }
 }
 
@@ -288,6 +289,7 @@ async fn the_pods_pull_secret_credentials_are_sent_to_its_registry() {
             service_account: None,
         },
         deadline: Instant::now() + Duration::from_secs(5),
+        priority: Priority::Admission,
     };
     let found = evidence.gather(&image, &[], &with_secret).await.unwrap();
     assert_eq!(found.digest, Some(manifest().1));
@@ -297,6 +299,7 @@ async fn the_pods_pull_secret_credentials_are_sent_to_its_registry() {
         namespace: "shop".into(),
         pull: PullRefs::default(),
         deadline: Instant::now() + Duration::from_secs(5),
+        priority: Priority::Admission,
     };
     let other = ImageRef::parse(&format!("{host}/team/other:v1")).unwrap();
     let err = evidence
@@ -329,6 +332,47 @@ async fn requests_to_one_registry_stay_within_its_concurrency_limit() {
     assert!((1..=2).contains(&most), "{most} requests in flight at once");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_requests_hold_at_most_half_of_a_registrys_slots() {
+    let fake = fake(0, false);
+    let (hits, most) = (fake.hits.clone(), fake.most_in_flight.clone());
+    let host = start(fake).await;
+    let client = limited_client(&host, 1, 4);
+    let images: Vec<ImageRef> = (0..12)
+        .map(|i| ImageRef::parse(&format!("{host}/team/app:v{i}")).unwrap())
+        .collect();
+    let mut background = call(10);
+    background.priority = Priority::Background;
+    let results = futures_util::future::join_all(
+        images
+            .iter()
+            .map(|image| client.resolve_with(image, &background)),
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(hits.load(Ordering::SeqCst) >= 12);
+    let background_most = most.swap(0, Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&background_most),
+        "{background_most} background requests in flight at once (limit 4)"
+    );
+
+    // Admission requests beside a background flood: together they stay within the limit, and
+    // the flood never holds more than its half.
+    let admission = call(10);
+    let mixed = images.iter().enumerate().map(|(i, image)| {
+        let call = if i % 3 == 0 { &admission } else { &background };
+        client.resolve_with(image, call)
+    });
+    let results = futures_util::future::join_all(mixed).await;
+    assert!(results.iter().all(Result::is_ok));
+    let mixed_most = most.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&mixed_most),
+        "{mixed_most} in flight at once"
+    );
+}
+
 #[tokio::test]
 async fn a_bearer_token_challenge_is_answered_with_the_configured_credentials() {
     let mut fake = fake(0, false);
@@ -342,6 +386,7 @@ async fn a_bearer_token_challenge_is_answered_with_the_configured_credentials() 
             username: "reader".into(),
             password: "s3cret".into(),
         },
+        priority: Priority::Admission,
     };
     let digest = client.resolve_with(&image, &with_credentials).await;
     assert_eq!(digest.ok(), Some(manifest().1));
@@ -352,6 +397,7 @@ async fn a_bearer_token_challenge_is_answered_with_the_configured_credentials() 
             username: "reader".into(),
             password: "wrong".into(),
         },
+        priority: Priority::Admission,
     };
     let other = ImageRef::parse(&format!("{host}/team/app:v2")).unwrap();
     let err = limited_client(&host, 1, 4)
