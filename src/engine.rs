@@ -54,6 +54,13 @@ pub enum EngineError {
 /// that configuration names. Used at start and on every hot reload.
 pub type EngineBuilder = Arc<dyn Fn(LoadedConfig) -> Result<Engine, String> + Send + Sync>;
 
+/// Document policy (Rego) evaluations running at once, process-wide: twice the cores, so the
+/// CPU stays busy while a slow evaluation waits, and never hundreds of interpreters at once.
+static POLICY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    tokio::sync::Semaphore::new(cores * 2)
+});
+
 /// When a review's answer is due, and who waits for it.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
@@ -379,8 +386,13 @@ impl Engine {
             };
             let policies = self.document_policies.clone();
             // CPU-bound interpreters run on the blocking pool, never on an async worker; each
-            // is bounded by its execution limit, the whole by the API server's deadline.
-            let task = tokio::task::spawn_blocking(move || owned.evaluate(&policies));
+            // is bounded by its execution limit, the whole by the API server's deadline. At
+            // most POLICY_SLOTS run at once: a burst of reviews queues for a slot (within the
+            // deadline) instead of starting hundreds of threads that all miss it.
+            let task = async move {
+                let _slot = POLICY_SLOTS.acquire().await;
+                tokio::task::spawn_blocking(move || owned.evaluate(&policies)).await
+            };
             let failure = match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(found))) => {
                     findings.extend(

@@ -565,3 +565,44 @@ fn check_denies_manifests_with_a_rego_policy_and_names_it() {
         "container <app> uses a disallowed tag <nginx:latest>; disallowed tags are [\"latest\"]"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_reviews_queues_for_policy_slots_and_every_one_gets_its_own_verdict() {
+    let policies = Policies::new(&[("disallowed-tags.rego", DISALLOWED_TAGS)]);
+    let engine = policies.engine(
+        "",
+        "    policies:\n      - package: k8sdisallowedtags\n        parameters: {tags: [latest]}\n",
+    );
+    // Far more reviews than evaluation slots (twice the cores): none is lost, none gets
+    // another review's findings.
+    let reviews = (0..64).map(|i| {
+        let tag = if i % 2 == 0 { "latest" } else { "1.0" };
+        let body = create_review(
+            "",
+            "Pod",
+            "pods",
+            pod(
+                &format!("web{i}"),
+                json!({}),
+                json!([{"name": format!("app{i}"), "image": format!("ghcr.io/acme/app:{tag}")}]),
+            ),
+        );
+        let engine = &engine;
+        async move { (i, judge(engine, body).await) }
+    });
+    for (i, (review, verdict)) in futures_util::future::join_all(reviews).await {
+        assert_eq!(
+            verdict.allowed,
+            i % 2 == 1,
+            "review {i}: {:?}",
+            verdict.message
+        );
+        if i % 2 == 0 {
+            let message = review["response"]["status"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("container <app{i}>")),
+                "{message}"
+            );
+        }
+    }
+}
