@@ -362,28 +362,23 @@ impl CertRotator {
 }
 
 /// Runs [`CertRotator::round`] every [`CHECK_PERIOD`] (sooner again after a failure or a lost
-/// race) until the task is aborted; publishes the certificate's expiry as a metric.
+/// race) until the task is aborted; counts each check's result in the metrics.
 pub fn spawn(
     rotator: Arc<CertRotator>,
     state: Arc<crate::server::AppState>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let wait = match rotator.round().await {
-                Ok(Round::Fresh { not_after } | Round::Rotated { not_after }) => {
-                    state
-                        .metrics
-                        .certificate_not_after
-                        .set(not_after.unix_timestamp());
-                    CHECK_PERIOD
-                }
-                Ok(Round::LostRace) => RETRY_PERIOD,
+            let (result, wait) = match rotator.round().await {
+                Ok(Round::Fresh { .. }) => ("fresh", CHECK_PERIOD),
+                Ok(Round::Rotated { .. }) => ("rotated", CHECK_PERIOD),
+                Ok(Round::LostRace) => ("lost-race", RETRY_PERIOD),
                 Err(err) => {
                     tracing::error!(error = %err, "cannot check or rotate the webhook certificate");
-                    state.metrics.record_rotation_failure();
-                    RETRY_PERIOD
+                    ("failed", RETRY_PERIOD)
                 }
             };
+            state.metrics.record_certificate_check(result);
             tokio::time::sleep(wait).await;
         }
     })

@@ -77,7 +77,7 @@ pub struct Metrics {
     pub rejudge_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub policy_report_writes: Family<ResultLabels, Counter>,
     pub certificate_not_after: Gauge<i64, std::sync::atomic::AtomicI64>,
-    pub certificate_rotation_failures: Counter<u64, AtomicU64>,
+    pub certificate_checks: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,20 +176,20 @@ impl Metrics {
         let certificate_not_after = Gauge::default();
         registry.register(
             "certificate_not_after_seconds",
-            "Expiry (Unix time) of the self-managed webhook certificate, as last checked (--cert-secret)",
+            "Expiry (Unix time) of the serving certificate in use",
             certificate_not_after.clone(),
         );
-        let certificate_rotation_failures = Counter::default();
+        let certificate_checks = Family::<ResultLabels, Counter>::default();
         registry.register(
-            "certificate_rotation_failures",
-            "Failed checks or rotations of the self-managed webhook certificate",
-            certificate_rotation_failures.clone(),
+            "certificate_checks",
+            "Checks of the self-managed certificate (--cert-secret), by result (fresh, rotated, lost-race, failed)",
+            certificate_checks.clone(),
         );
         Self {
             registry,
             rejudge_leader,
             certificate_not_after,
-            certificate_rotation_failures,
+            certificate_checks,
             policy_report_writes,
             running_workloads,
             running_findings,
@@ -251,8 +251,19 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_rotation_failure(&self) {
-        self.certificate_rotation_failures.inc();
+    pub fn record_certificate_check(&self, result: &str) {
+        self.certificate_checks
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Publishes the expiry of the serving certificate (PEM) now in use.
+    pub fn set_certificate_expiry(&self, cert_pem: Option<&[u8]>) {
+        if let Some(not_after) = cert_pem.and_then(crate::tls::not_after) {
+            self.certificate_not_after.set(not_after.unix_timestamp());
+        }
     }
 
     pub fn record_rejudge_failure(&self) {

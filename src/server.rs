@@ -343,6 +343,9 @@ pub async fn start(
     let rustls = match &options.tls {
         TlsSource::Files { cert, key } => {
             let config = RustlsConfig::from_config(tls::load(cert, key)?);
+            state
+                .metrics
+                .set_certificate_expiry(std::fs::read(cert).ok().as_deref());
             tasks.push(tokio::spawn(reload_tls(
                 FileChanges::watch([cert.as_path(), key.as_path()])?,
                 config.clone(),
@@ -359,6 +362,9 @@ pub async fn start(
                 source,
             })?;
             tracing::info!(ca_bundle = %ca_out.display(), "generated a CA and serving certificate; trust the CA bundle to call the webhook");
+            state
+                .metrics
+                .set_certificate_expiry(Some(generated.cert_pem.as_bytes()));
             RustlsConfig::from_config(tls::server_config(
                 generated.cert_pem.as_bytes(),
                 generated.key_pem.as_bytes(),
@@ -462,6 +468,7 @@ async fn reload_tls(
         match tls::load(&cert, &key) {
             Ok(server_config) => {
                 config.reload_from_config(server_config);
+                state.metrics.set_certificate_expiry(now.0.as_deref());
                 current = now;
                 state.metrics.record_tls_reload("applied");
                 tracing::info!(cert = %cert.display(), "serving certificate reloaded");

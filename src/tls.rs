@@ -124,6 +124,13 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig
     Ok(Arc::new(config))
 }
 
+/// When the first certificate of a PEM text expires (for the expiry metric).
+pub fn not_after(cert_pem: &[u8]) -> Option<OffsetDateTime> {
+    let der = CertificateDer::pem_slice_iter(cert_pem).next()?.ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(parsed.validity().not_after.to_datetime())
+}
+
 /// Reads a certificate and key from files (as mounted from a Secret by cert-manager).
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let read = |path: &Path| {

@@ -548,17 +548,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
         uid = json.loads(body)["request"]["uid"]
         check(review["response"]["uid"] == uid, "the answer must echo the request uid")
         if rotation:
-            # The first rotation check read the rendered Secret, found it fresh, wrote nothing,
-            # and published its expiry.
+            # The first rotation check read the rendered Secret, found it fresh and wrote nothing.
             deadline = time.monotonic() + 15
-            expiry = 0.0
-            while time.monotonic() < deadline and not expiry:
+            checked = expiry = 0.0
+            while time.monotonic() < deadline and not checked:
                 with urllib.request.urlopen(f"http://127.0.0.1:{probe}/metrics", timeout=2) as r:
                     for line in r.read().decode().splitlines():
+                        if line.startswith('portcullis_certificate_checks_total{result="fresh"} '):
+                            checked = float(line.split()[1])
                         if line.startswith("portcullis_certificate_not_after_seconds "):
                             expiry = float(line.split()[1])
                 time.sleep(0.1)
-            check(expiry > time.time() + 300 * 86400, f"certificate expiry not published after the rotation check: {expiry}")
+            check(checked == 1, f"the rotation check did not report the rendered certificate fresh: {checked}")
+            check(expiry > time.time() + 300 * 86400, f"serving certificate expiry not published: {expiry}")
             check(not [line for line in api_log if not line.startswith("GET ")], f"a fresh certificate must not be rewritten: {api_log}")
             stop_api()
         print(f"serve: `portcullis {' '.join(argv[:1])} ...` with the Deployment's arguments; TLS to {host} verified with the rendered caBundle; allowed={review['response']['allowed']}"

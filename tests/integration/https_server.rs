@@ -307,6 +307,19 @@ async fn without_certificate_files_a_ca_is_generated_and_written_out() {
     assert_ne!(der, ca_der.to_vec());
     let text = String::from_utf8_lossy(&der);
     assert!(text.contains("portcullis.portcullis.svc") && text.contains("localhost"));
+    // Its expiry is exported: a year from now.
+    let metrics = running.state.metrics.encode();
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_certificate_not_after_seconds "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    let in_a_year = time::OffsetDateTime::now_utc() + time::Duration::days(365);
+    assert!(
+        (expiry - in_a_year.unix_timestamp()).abs() < 3600,
+        "expiry {expiry}"
+    );
     running.shutdown().await.unwrap();
 }
 
