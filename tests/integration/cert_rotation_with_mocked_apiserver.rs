@@ -23,6 +23,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::mock_apiserver::{self, json_body, json_response as respond, status_response as status};
+
 const SECRET: &str = "/api/v1/namespaces/portcullis/secrets/portcullis-tls";
 const WEBHOOK: &str =
     "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/portcullis";
@@ -39,22 +41,6 @@ struct Store {
 
 type Shared = Arc<Mutex<Store>>;
 
-fn respond(code: u16, body: &Value) -> http::Response<Body> {
-    http::Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
-        .unwrap()
-}
-
-fn status(code: u16, reason: &str, message: &str) -> http::Response<Body> {
-    respond(
-        code,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": message, "reason": reason, "code": code}),
-    )
-}
-
 fn put(store: &mut Store, path: &str, mut object: Value) -> Value {
     store.resource_version += 1;
     object["metadata"]["resourceVersion"] = store.resource_version.to_string().into();
@@ -62,13 +48,10 @@ fn put(store: &mut Store, path: &str, mut object: Value) -> Value {
     object
 }
 
-async fn answer(request: http::Request<Body>, shared: &Shared) -> http::Response<Body> {
+async fn answer(request: http::Request<Body>, shared: Shared) -> http::Response<Body> {
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
-    let bytes = http_body_util::BodyExt::collect(request.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
+    let object = json_body(request).await;
     let mut store = shared.lock().unwrap();
     match method.as_str() {
         "GET" => match store.objects.get(&path) {
@@ -76,7 +59,6 @@ async fn answer(request: http::Request<Body>, shared: &Shared) -> http::Response
             None => status(404, "NotFound", &format!("{path} not found")),
         },
         "PUT" => {
-            let object: Value = serde_json::from_slice(&bytes).unwrap();
             let current = store
                 .objects
                 .get(&path)
@@ -231,14 +213,10 @@ impl Cluster {
     }
 
     fn rotator(&mut self, now: OffsetDateTime) -> CertRotator {
-        let (service, mut handle) =
-            tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
         let store = self.store.clone();
-        self.servers.push(tokio::spawn(async move {
-            while let Some((request, respond)) = handle.next_request().await {
-                respond.send_response(answer(request, &store).await);
-            }
-        }));
+        let (client, server) =
+            mock_apiserver::client("portcullis", move |request| answer(request, store.clone()));
+        self.servers.push(server);
         let settings = RotationSettings {
             secret_namespace: "portcullis".into(),
             secret_name: "portcullis-tls".into(),
@@ -247,11 +225,7 @@ impl Cluster {
             validity: Duration::from_secs(365 * 86_400),
             renew_before: Duration::from_secs(30 * 86_400),
         };
-        CertRotator::new(
-            kube::Client::new(service, "portcullis"),
-            settings,
-            Arc::new(FixedClock(now)),
-        )
+        CertRotator::new(client, settings, Arc::new(FixedClock(now)))
     }
 
     fn object(&self, path: &str) -> Value {

@@ -10,8 +10,12 @@ use std::sync::{Arc, Mutex};
 use kube::client::Body;
 use portcullis::clock::Clock;
 use portcullis::leader::LeaseLock;
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
+
+use crate::mock_apiserver::{
+    self, json_body, json_response as response, status_response as status,
+};
 
 const NAMESPACE: &str = "portcullis";
 const LEASE: &str = "portcullis-rejudge";
@@ -31,23 +35,6 @@ struct Store {
 
 type Shared = Arc<Mutex<Store>>;
 
-fn status(code: u16, reason: &str, message: &str) -> http::Response<Body> {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
-        "details": {"name": LEASE, "group": "coordination.k8s.io", "kind": "leases"}
-    });
-    response(code, &body)
-}
-
-fn response(code: u16, body: &Value) -> http::Response<Body> {
-    http::Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
-        .unwrap()
-}
-
 fn store_lease(store: &mut Store, mut lease: Value) -> Value {
     store.resource_version += 1;
     store.writes += 1;
@@ -59,13 +46,10 @@ fn store_lease(store: &mut Store, mut lease: Value) -> Value {
     lease
 }
 
-async fn answer(request: http::Request<Body>, shared: &Shared) -> http::Response<Body> {
+async fn answer(request: http::Request<Body>, shared: Shared) -> http::Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let body = http_body_util::BodyExt::collect(request.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = json_body(request).await;
     let mut store = shared.lock().unwrap();
     if store.failing {
         return status(500, "InternalError", "etcdserver: request timed out");
@@ -91,12 +75,10 @@ async fn answer(request: http::Request<Body>, shared: &Shared) -> http::Response
             if store.lease.is_some() {
                 return status(409, "AlreadyExists", "leases \"portcullis-rejudge\" exists");
             }
-            let lease: Value = serde_json::from_slice(&body).unwrap();
-            response(201, &store_lease(&mut store, lease))
+            response(201, &store_lease(&mut store, body))
         }
         ("PUT", p) if p == named => {
-            let lease: Value = serde_json::from_slice(&body).unwrap();
-            let sent = lease["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            let sent = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
             if sent != store.resource_version.to_string() {
                 return status(
                     409,
@@ -105,7 +87,7 @@ async fn answer(request: http::Request<Body>, shared: &Shared) -> http::Response
                      has been modified; please apply your changes to the latest version",
                 );
             }
-            response(200, &store_lease(&mut store, lease))
+            response(200, &store_lease(&mut store, body))
         }
         _ => status(405, "MethodNotAllowed", &format!("{method} {path}")),
     }
@@ -135,7 +117,6 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Self {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         Self {
             store: Shared::default(),
             clock: Arc::new(HandClock(Mutex::new(
@@ -147,15 +128,10 @@ impl Cluster {
 
     /// A replica with its own client (its own mock connection) to the shared store.
     fn replica(&mut self, identity: &str) -> LeaseLock {
-        let (service, mut handle) =
-            tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
         let store = self.store.clone();
-        self.servers.push(tokio::spawn(async move {
-            while let Some((request, respond)) = handle.next_request().await {
-                respond.send_response(answer(request, &store).await);
-            }
-        }));
-        let client = kube::Client::new(service, NAMESPACE);
+        let (client, server) =
+            mock_apiserver::client(NAMESPACE, move |request| answer(request, store.clone()));
+        self.servers.push(server);
         LeaseLock::new(client, NAMESPACE, LEASE, identity, self.clock.clone())
     }
 

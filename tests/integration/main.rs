@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 mod common;
+mod mock_apiserver;
 mod registry_support;
 
 mod audit_with_mocked_apiserver;

@@ -18,6 +18,7 @@ use portcullis::server::AppState;
 use serde_json::{Value, json};
 
 use crate::common::data_path;
+use crate::mock_apiserver::{self, json_body, json_response as response, status_response};
 use crate::rejudge::{CONFIG, FixedPodList, VULNERABLE};
 
 const REPORTS: &str = "/apis/wgpolicyk8s.io/v1alpha2/namespaces";
@@ -77,20 +78,11 @@ struct Seen {
     body: Value,
 }
 
-fn response(code: u16, body: &Value) -> http::Response<Body> {
-    http::Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).unwrap()))
-        .unwrap()
-}
-
 fn not_found(what: &str) -> http::Response<Body> {
-    response(
+    status_response(
         404,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": format!("the server could not find the requested resource ({what})"),
-                "reason": "NotFound", "code": 404}),
+        "NotFound",
+        &format!("the server could not find the requested resource ({what})"),
     )
 }
 
@@ -98,13 +90,11 @@ fn not_found(what: &str) -> http::Response<Body> {
 /// returns one report in `shop` and a stale one in namespace `gone`; deletes succeed. With
 /// `crd_missing`, every request about policyreports is a 404 (CRD not installed).
 fn api_server(crd_missing: bool) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let (service, mut handle) =
-        tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    tokio::spawn(async move {
-        while let Some((request, respond)) = handle.next_request().await {
+    let (client, _server) = mock_apiserver::client("default", move |request| {
+        let record = record.clone();
+        async move {
             let method = request.method().to_string();
             let uri = request.uri().to_string();
             let content_type = request
@@ -112,47 +102,41 @@ fn api_server(crd_missing: bool) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                 .get("content-type")
                 .map(|v| v.to_str().unwrap().to_owned())
                 .unwrap_or_default();
-            let bytes = http_body_util::BodyExt::collect(request.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let body = json_body(request).await;
             record.lock().unwrap().push(Seen {
                 method: method.clone(),
                 uri: uri.clone(),
                 content_type,
                 body: body.clone(),
             });
-            let answer = if crd_missing {
-                not_found("patch policyreports.wgpolicyk8s.io portcullis")
-            } else {
-                match method.as_str() {
-                    "PATCH" => response(200, &body),
-                    "GET" => response(
-                        200,
-                        &json!({
-                            "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReportList",
-                            "metadata": {"resourceVersion": "4711"},
-                            "items": [
-                                {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
-                                 "metadata": {"name": "portcullis", "namespace": "shop"}},
-                                {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
-                                 "metadata": {"name": "portcullis", "namespace": "gone"}}
-                            ]
-                        }),
-                    ),
-                    "DELETE" => response(
-                        200,
-                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                "status": "Success", "code": 200}),
-                    ),
-                    _ => not_found(&uri),
-                }
-            };
-            respond.send_response(answer);
+            if crd_missing {
+                return not_found("patch policyreports.wgpolicyk8s.io portcullis");
+            }
+            match method.as_str() {
+                "PATCH" => response(200, &body),
+                "GET" => response(
+                    200,
+                    &json!({
+                        "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReportList",
+                        "metadata": {"resourceVersion": "4711"},
+                        "items": [
+                            {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+                             "metadata": {"name": "portcullis", "namespace": "shop"}},
+                            {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+                             "metadata": {"name": "portcullis", "namespace": "gone"}}
+                        ]
+                    }),
+                ),
+                "DELETE" => response(
+                    200,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Success", "code": 200}),
+                ),
+                _ => not_found(&uri),
+            }
         }
     });
-    (kube::Client::new(service, "default"), seen)
+    (client, seen)
 }
 
 #[tokio::test]

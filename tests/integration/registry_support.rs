@@ -637,6 +637,30 @@ impl EnvelopeSigner for SigstoreKey {
     }
 }
 
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+
+/// An in-toto statement of `predicate` about `subject_digest` in `repository`, and its DSSE
+/// pre-authentication encoding (what the envelope's signature signs).
+fn in_toto_statement(
+    registry: &Registry,
+    repository: &str,
+    predicate_type: &str,
+    predicate: &Value,
+    subject_digest: &str,
+) -> (Vec<u8>, Vec<u8>) {
+    let statement = json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": predicate_type,
+        "subject": [{"name": format!("{}/{repository}", registry.host),
+                     "digest": {"sha256": subject_digest.trim_start_matches("sha256:")}}],
+        "predicate": predicate,
+    });
+    let payload = serde_json::to_vec(&statement).unwrap();
+    let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), payload.len()).into_bytes();
+    pae.extend_from_slice(&payload);
+    (payload, pae)
+}
+
 /// Pushes a `.att` manifest with DSSE envelopes (`cosign attest`'s classic format) carrying
 /// in-toto statements about `digest`, each signed by `key`.
 pub async fn push_attestations(
@@ -649,24 +673,15 @@ pub async fn push_attestations(
     let layers = predicates
         .iter()
         .map(|(predicate_type, predicate, subject_digest)| {
-            let statement = json!({
-                "_type": "https://in-toto.io/Statement/v0.1",
-                "predicateType": predicate_type,
-                "subject": [{"name": format!("{}/{repository}", registry.host),
-                             "digest": {"sha256": subject_digest.trim_start_matches("sha256:")}}],
-                "predicate": predicate,
-            });
-            let payload = serde_json::to_vec(&statement).unwrap();
-            let payload_type = "application/vnd.in-toto+json";
-            let mut pae = format!(
-                "DSSEv1 {} {payload_type} {} ",
-                payload_type.len(),
-                payload.len()
-            )
-            .into_bytes();
-            pae.extend_from_slice(&payload);
+            let (payload, pae) = in_toto_statement(
+                registry,
+                repository,
+                predicate_type,
+                predicate,
+                subject_digest,
+            );
             let envelope = json!({
-                "payloadType": payload_type,
+                "payloadType": IN_TOTO,
                 "payload": BASE64.encode(&payload),
                 "signatures": [{"keyid": "", "sig": BASE64.encode(key.sign_envelope(&pae))}],
             });
@@ -957,25 +972,11 @@ pub async fn push_keyless_attestation(
     integrated_time: i64,
 ) {
     let (predicate_type, predicate) = predicate;
-    let statement = json!({
-        "_type": "https://in-toto.io/Statement/v0.1",
-        "predicateType": predicate_type,
-        "subject": [{"name": format!("{}/{repository}", registry.host),
-                     "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
-        "predicate": predicate,
-    });
-    let payload = serde_json::to_vec(&statement).unwrap();
-    let payload_type = "application/vnd.in-toto+json";
-    let mut pae = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        payload.len()
-    )
-    .into_bytes();
-    pae.extend_from_slice(&payload);
+    let (payload, pae) =
+        in_toto_statement(registry, repository, predicate_type, &predicate, digest);
     let signature = signer.key.sign_der(&pae);
     let envelope = serde_json::to_vec(&json!({
-        "payloadType": payload_type,
+        "payloadType": IN_TOTO,
         "payload": BASE64.encode(&payload),
         "signatures": [{"keyid": "", "sig": BASE64.encode(&signature)}],
     }))
