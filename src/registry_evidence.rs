@@ -41,6 +41,19 @@ const PULL_SECRETS_TTL: Duration = Duration::from_secs(30);
 /// reported by name rather than by the engine's generic deadline message.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
+/// The registry requests of one gather: the review's deadline less the margin the answer
+/// needs, with the gatherer's credential and priority.
+fn registry_call(context: &GatherContext, credential: Credential) -> Call {
+    Call {
+        deadline: context
+            .deadline
+            .checked_sub(DEADLINE_MARGIN)
+            .unwrap_or(context.deadline),
+        credential,
+        priority: context.priority,
+    }
+}
+
 /// The registry source could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryEvidenceError {
@@ -399,14 +412,7 @@ impl RegistryEvidence {
         context: &GatherContext,
     ) -> Result<ImageEvidence, EvidenceError> {
         let credential = self.credential(image, context).await?;
-        let call = Call {
-            deadline: context
-                .deadline
-                .checked_sub(DEADLINE_MARGIN)
-                .unwrap_or(context.deadline),
-            credential,
-            priority: context.priority,
-        };
+        let call = registry_call(context, credential);
         let mut notes = Vec::new();
         let Some(digest) = self.digest_of(image, &call, &mut notes).await? else {
             let reason = format!(
@@ -504,14 +510,7 @@ impl RegistryEvidence {
             Ok(credential) => credential,
             Err(err) => return unresolved(err.message),
         };
-        let call = Call {
-            deadline: context
-                .deadline
-                .checked_sub(DEADLINE_MARGIN)
-                .unwrap_or(context.deadline),
-            credential,
-            priority: context.priority,
-        };
+        let call = registry_call(context, credential);
         // A stale resolution note concerns the base, not the image: keep it in the message.
         let mut notes = Vec::new();
         match self.digest_of(&base, &call, &mut notes).await {
