@@ -116,7 +116,11 @@ pub fn spawn(
             {
                 state.metrics.set_rejudge_leader(false);
                 // Wait to become leader, but look at the configuration again each interval.
-                let _ = tokio::time::timeout(interval.min(IDLE_CHECK), leading.changed()).await;
+                let waited = tokio::time::timeout(interval.min(IDLE_CHECK), leading.changed());
+                if let Ok(Err(_elector_gone)) = waited.await {
+                    // Never spin: without an elector this replica stays a follower.
+                    tokio::time::sleep(IDLE_CHECK).await;
+                }
                 continue;
             }
             state.metrics.set_rejudge_leader(true);
@@ -136,7 +140,13 @@ pub fn spawn(
                 // Until the next pass, unless leadership is lost first (then the loop
                 // withdraws this replica's figures at once).
                 Some(leading) => {
-                    let _ = tokio::time::timeout(interval, leading.wait_for(|l| !*l)).await;
+                    let lost = tokio::time::timeout(interval, leading.wait_for(|l| !*l));
+                    // (The Ref a successful wait returns is not Send: keep only the outcome.)
+                    let elector_gone = matches!(lost.await, Ok(Err(_)));
+                    if elector_gone {
+                        // Never spin: keep the interval when the elector is gone.
+                        tokio::time::sleep(interval).await;
+                    }
                 }
                 None => tokio::time::sleep(interval).await,
             }

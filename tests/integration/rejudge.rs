@@ -182,6 +182,36 @@ async fn only_the_lease_holder_runs_passes_and_a_new_leader_runs_one_at_once() {
     task.abort();
 }
 
+#[tokio::test]
+async fn a_leader_whose_elector_is_gone_keeps_the_interval_instead_of_spinning() {
+    let loaded = LoadedConfig::from_yaml("rejudge: {interval: 10m}\n", "test").unwrap();
+    let state = AppState::new(Engine::new(loaded, Arc::new(NoRegistry)).unwrap());
+    let (leading, following) = tokio::sync::watch::channel(true);
+    let task = portcullis::rejudge::spawn(
+        state.clone(),
+        Arc::new(running_pods()),
+        Some(following),
+        None,
+    );
+    let first = state.clone();
+    common::eventually("the first pass", || {
+        let done = first
+            .metrics
+            .encode()
+            .contains("portcullis_rejudge_passes_total{result=\"ok\"} 1");
+        async move { done }
+    })
+    .await;
+    drop(leading);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let metrics = state.metrics.encode();
+    assert!(
+        metrics.contains("portcullis_rejudge_passes_total{result=\"ok\"} 1\n"),
+        "a loop that spins would have run many passes: {metrics}"
+    );
+    task.abort();
+}
+
 #[test]
 fn rejudging_more_often_than_a_minute_is_refused_with_its_key_path() {
     let err = LoadedConfig::from_yaml("rejudge: {interval: 10s}\n", "test").unwrap_err();
