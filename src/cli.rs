@@ -661,6 +661,7 @@ struct Rejudging {
     passes: tokio::task::JoinHandle<()>,
     elector: tokio::task::JoinHandle<()>,
     lease: Arc<crate::leader::LeaseLock>,
+    leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Rejudging {
@@ -668,6 +669,10 @@ impl Rejudging {
     async fn stop(self) {
         self.passes.abort();
         self.elector.abort();
+        if !*self.leading.borrow() {
+            // Never held it (or re-judging is off): nothing to hand over, no API call.
+            return;
+        }
         match tokio::time::timeout(Duration::from_secs(2), self.lease.release()).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "cannot release the leader Lease"),
@@ -711,7 +716,7 @@ fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejud
     let passes = crate::rejudge::spawn(
         state.clone(),
         Arc::new(crate::audit::ClusterPods::new(client.clone())),
-        Some(following),
+        Some(following.clone()),
         Some(Arc::new(crate::policy_report::PolicyReportWriter::new(
             client,
         ))),
@@ -720,6 +725,7 @@ fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejud
         passes,
         elector,
         lease,
+        leading: following,
     }
 }
 
