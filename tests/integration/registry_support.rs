@@ -516,13 +516,13 @@ pub async fn push_signature_layers(
             )
         })
         .collect();
-    push_artifact(
-        registry,
-        repository,
-        &format!("{}.sig", digest.replace(':', "-")),
-        layers,
-    )
-    .await;
+    push_artifact(registry, repository, &cosign_tag(digest, "sig"), layers).await;
+}
+
+/// Cosign's tag for an artefact of `digest`: `sha256-<hex>.sig` or `.att` (written here from
+/// Cosign's spec, not taken from the library under test).
+fn cosign_tag(digest: &str, suffix: &str) -> String {
+    format!("{}.{suffix}", digest.replace(':', "-"))
 }
 
 async fn push_artifact(registry: &Registry, repository: &str, tag: &str, layers: Vec<ImageLayer>) {
@@ -695,13 +695,7 @@ pub async fn push_attestations(
             )
         })
         .collect();
-    push_artifact(
-        registry,
-        repository,
-        &format!("{}.att", digest.replace(':', "-")),
-        layers,
-    )
-    .await;
+    push_artifact(registry, repository, &cosign_tag(digest, "att"), layers).await;
 }
 
 /// Signs `digest` with the sigstore crate (a fresh key of `scheme`) and pushes the signature
@@ -750,7 +744,7 @@ pub async fn sigstore_sign(
     let target = OciReference::with_tag(
         registry.host.clone(),
         repository.into(),
-        format!("{}.sig", digest.replace(':', "-")),
+        cosign_tag(digest, "sig"),
     );
     client
         .push_signature(None, &auth, &target, vec![layer])
@@ -784,13 +778,7 @@ pub async fn push_signature_layers_annotated(
             )
         })
         .collect();
-    push_artifact(
-        registry,
-        repository,
-        &format!("{}.sig", digest.replace(':', "-")),
-        layers,
-    )
-    .await;
+    push_artifact(registry, repository, &cosign_tag(digest, "sig"), layers).await;
 }
 
 /// A private Sigstore-style deployment made by the test: a Fulcio-like CA issuing short-lived
@@ -1003,7 +991,7 @@ pub async fn push_keyless_attestation(
     push_artifact(
         registry,
         repository,
-        &format!("{}.att", digest.replace(':', "-")),
+        &cosign_tag(digest, "att"),
         vec![layer],
     )
     .await;
