@@ -209,6 +209,11 @@ pub struct EvidenceSettings {
     /// immutable, so this can be long.
     #[serde(default = "default_verified_ttl")]
     pub verified_ttl_seconds: u64,
+    /// How long "no acceptable signature" is remembered for a digest. Short, because a
+    /// pipeline pushes and then signs seconds later; positive verifications keep
+    /// `verifiedTtlSeconds`.
+    #[serde(default = "default_unverified_ttl")]
+    pub unverified_ttl_seconds: u64,
     /// How long a registry failure is remembered (so a failing registry is not hammered).
     #[serde(default = "default_failure_ttl")]
     pub failure_ttl_seconds: u64,
@@ -238,6 +243,7 @@ impl Default for EvidenceSettings {
             tag_ttl_seconds: default_tag_ttl(),
             max_staleness_seconds: default_max_staleness(),
             verified_ttl_seconds: default_verified_ttl(),
+            unverified_ttl_seconds: default_unverified_ttl(),
             failure_ttl_seconds: default_failure_ttl(),
             max_concurrent_requests_per_registry: default_registry_concurrency(),
             max_attempts: default_attempts(),
@@ -259,6 +265,9 @@ fn default_max_staleness() -> u64 {
 }
 fn default_verified_ttl() -> u64 {
     24 * 3600
+}
+fn default_unverified_ttl() -> u64 {
+    10
 }
 fn default_failure_ttl() -> u64 {
     5
@@ -345,7 +354,7 @@ fn warn_mode() -> Mode {
 /// `imagePolicies[].signatures`: who must have signed the digest. Any one of the keys or
 /// keyless identities counts as one signer; `threshold` says how many distinct signers are
 /// needed (default 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignatureRequirement {
     #[serde(default)]
@@ -353,9 +362,19 @@ pub struct SignatureRequirement {
     /// Keyless (Fulcio certificate) identities.
     #[serde(default)]
     pub keyless: Vec<KeylessIdentity>,
-    /// Sigstore `TrustedRoot` JSON (Fulcio CAs and Rekor keys); required with `keyless`.
+    /// Sigstore `TrustedRoot` JSON (Fulcio CAs, Rekor logs, CT logs, timestamp authorities).
+    /// Without it the Sigstore public-good root embedded in portcullis is used.
     #[serde(default)]
     pub trusted_root: Option<PathBuf>,
+    /// Refuse signatures that are not logged in a transparency log the root trusts (keys
+    /// and keyless). Off by default: key signatures made with `--tlog-upload=false` and
+    /// keyless bundles timestamped by a TSA only (GitHub's private repositories) count.
+    #[serde(default)]
+    pub require_transparency_log: bool,
+    /// In-toto predicate types that make a DSSE bundle a *signature* of the image rather than
+    /// an attestation (default: Cosign 3's `https://sigstore.dev/cosign/sign/v1`).
+    #[serde(default)]
+    pub signature_predicate_types: Vec<String>,
     /// Distinct authorities that must have signed (default 1).
     #[serde(default)]
     pub threshold: Option<usize>,
@@ -370,7 +389,7 @@ pub struct SignatureRequirement {
 
 /// A keyless signer: the OIDC issuer and subject in its Fulcio certificate, each given exactly
 /// or as a regular expression (anchored).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeylessIdentity {
     #[serde(default)]
@@ -381,6 +400,50 @@ pub struct KeylessIdentity {
     pub subject: Option<String>,
     #[serde(default, rename = "subjectRegExp")]
     pub subject_regexp: Option<String>,
+    // Fulcio certificate extensions a CI identity carries (GitHub Actions and others); each
+    // given must match, exactly or as an anchored regular expression (OIDs
+    // `1.3.6.1.4.1.57264.1.*`).
+    /// `.1.12`, e.g. `https://github.com/org/repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_repository_uri: Option<String>,
+    #[serde(default, rename = "sourceRepositoryUriRegExp", skip_serializing_if = "Option::is_none")]
+    pub source_repository_uri_regexp: Option<String>,
+    /// `.1.14`, e.g. `refs/tags/v1.2.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_repository_ref: Option<String>,
+    #[serde(default, rename = "sourceRepositoryRefRegExp", skip_serializing_if = "Option::is_none")]
+    pub source_repository_ref_regexp: Option<String>,
+    /// `.1.9`, the workflow that signed, e.g.
+    /// `https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_signer_uri: Option<String>,
+    #[serde(default, rename = "buildSignerUriRegExp", skip_serializing_if = "Option::is_none")]
+    pub build_signer_uri_regexp: Option<String>,
+    /// `.1.18`, the workflow that ran (differs from the signer for reusable workflows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_config_uri: Option<String>,
+    #[serde(default, rename = "buildConfigUriRegExp", skip_serializing_if = "Option::is_none")]
+    pub build_config_uri_regexp: Option<String>,
+    /// `.1.11`, `github-hosted` or `self-hosted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_environment: Option<String>,
+    /// `.1.20`, e.g. `push`, `release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_trigger: Option<String>,
+}
+
+impl KeylessIdentity {
+    /// `(claim name, exact, regexp)` for each claim, in a fixed order.
+    pub fn claims(&self) -> [(&'static str, &Option<String>, Option<&Option<String>>); 6] {
+        [
+            ("sourceRepositoryUri", &self.source_repository_uri, Some(&self.source_repository_uri_regexp)),
+            ("sourceRepositoryRef", &self.source_repository_ref, Some(&self.source_repository_ref_regexp)),
+            ("buildSignerUri", &self.build_signer_uri, Some(&self.build_signer_uri_regexp)),
+            ("buildConfigUri", &self.build_config_uri, Some(&self.build_config_uri_regexp)),
+            ("runnerEnvironment", &self.runner_environment, None),
+            ("buildTrigger", &self.build_trigger, None),
+        ]
+    }
 }
 
 /// An attestation that must exist: a predicate type (a short name or the full URI).
@@ -1055,18 +1118,13 @@ fn validate_signatures(key: &str, signatures: &SignatureRequirement) -> Vec<Prob
         ),
         _ => {}
     }
-    if !signatures.keyless.is_empty() {
-        match &signatures.trusted_root {
-            None => problem(
-                format!("{key}.trustedRoot"),
-                "is required with keyless identities (a Sigstore TrustedRoot JSON file)".into(),
-            ),
-            Some(path) if !path.is_file() => problem(
-                format!("{key}.trustedRoot"),
-                format!("{} does not exist or is not a file", path.display()),
-            ),
-            _ => {}
-        }
+    if let Some(path) = &signatures.trusted_root
+        && !path.is_file()
+    {
+        problem(
+            format!("{key}.trustedRoot"),
+            format!("{} does not exist or is not a file", path.display()),
+        );
     }
     for (i, identity) in signatures.keyless.iter().enumerate() {
         let at = format!("{key}.keyless[{i}]");
@@ -1086,6 +1144,28 @@ fn validate_signatures(key: &str, signatures: &SignatureRequirement) -> Vec<Prob
                 }
                 _ => {}
             }
+        }
+        for (name, exact, pattern) in identity.claims() {
+            match (exact, pattern.and_then(Option::as_ref)) {
+                (Some(_), Some(_)) => problem(
+                    format!("{at}.{name}"),
+                    format!("give one of `{name}` or `{name}RegExp`, not both"),
+                ),
+                (None, Some(pattern)) => {
+                    if let Err(err) = regex::Regex::new(pattern) {
+                        problem(format!("{at}.{name}RegExp"), err.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, predicate) in signatures.signature_predicate_types.iter().enumerate() {
+        if predicate.trim().is_empty() {
+            problem(
+                format!("{key}.signaturePredicateTypes[{i}]"),
+                "must not be empty".into(),
+            );
         }
     }
     for (i, pattern) in signatures.mirror_of.iter().enumerate() {
@@ -1242,7 +1322,7 @@ mod tests {
 
     #[test]
     fn signature_and_evidence_keys_are_validated_with_their_paths() {
-        let yaml = "evidence:\n  platform: linux\n  maxAttempts: 0\nregistries:\n  - host: r.io\n    credentials: {username: u}\nimagePolicies:\n  - name: p\n    images: [\"r.io/**\"]\n    signatures:\n      keyless:\n        - {issuer: \"https://i\", subjectRegExp: \"(\"}\n        - {issuer: \"https://i\"}\n      threshold: 3\n      mirrorOf: [\"a/[\"]\n";
+        let yaml = "evidence:\n  platform: linux\n  maxAttempts: 0\nregistries:\n  - host: r.io\n    credentials: {username: u}\nimagePolicies:\n  - name: p\n    images: [\"r.io/**\"]\n    signatures:\n      trustedRoot: /nonexistent/root.json\n      keyless:\n        - {issuer: \"https://i\", subjectRegExp: \"(\"}\n        - {issuer: \"https://i\"}\n      threshold: 3\n      mirrorOf: [\"a/[\"]\n";
         let err = LoadedConfig::from_yaml(yaml, "t").err();
         let Some(ConfigError::Invalid { problems, .. }) = err else {
             unreachable!("expected validation problems, got {err:?}")

@@ -86,6 +86,9 @@ pub struct PolicyVerification {
     pub attestations: Vec<std::sync::Arc<VerifiedAttestation>>,
     /// Required predicate types with no verified attestation.
     pub missing_attestations: Vec<String>,
+    /// Every signature and attestation found for the digest and what became of it (for
+    /// `portcullis verify` and the inventory; denials are written from it).
+    pub found: Vec<crate::signature::FoundArtefact>,
 }
 
 /// Facts gathered about one image for the image policies that match it.

@@ -15,7 +15,6 @@ pub mod decision;
 pub mod engine;
 pub mod evidence;
 pub mod exceptions;
-pub mod keyless;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;

@@ -7,8 +7,12 @@
 //!   (stale-while-revalidate), with a warning saying so;
 //! * digest → facts and platform children: `evidence.verifiedTtlSeconds` (digests are
 //!   immutable);
-//! * (digest, authorities fingerprint) → verification: `evidence.verifiedTtlSeconds`; a key
-//!   rotation changes the fingerprint, so old results are never reused for new keys;
+//! * (digest, authorities fingerprint) → verification: `evidence.verifiedTtlSeconds` when
+//!   verified, `evidence.unverifiedTtlSeconds` (default 10 s) when not, so an image signed
+//!   just after its first denial is admitted soon; a key rotation changes the fingerprint,
+//!   so old results are never reused for new keys;
+//! * digest → what the registry holds (signatures, attestations, referrers), read once and
+//!   shared by every policy: `evidence.unverifiedTtlSeconds`;
 //! * failures: `evidence.failureTtlSeconds`, so a failing registry is not hammered.
 //!
 //! Every cache fill is single-flight (moka's `try_get_with`): concurrent reviews of one image
@@ -86,7 +90,12 @@ pub struct RegistryEvidence {
     fresh_tags: Cache<String, String>,
     known_tags: Cache<String, Resolution>,
     details: Cache<String, Arc<Details>>,
+    /// Positive verifications live `verifiedTtlSeconds`; "not signed" only
+    /// `unverifiedTtlSeconds`, so a signature pushed after the first denial counts soon.
     verifications: Cache<String, Arc<PolicyVerification>>,
+    /// What the registry holds per digest (all places), shared by every policy judging it;
+    /// lives `unverifiedTtlSeconds`, since new signatures may arrive at any time.
+    collected: Cache<String, Arc<signature::Collected>>,
     failures: Cache<String, RegistryError>,
     authorities: Cache<String, Arc<Authorities>>,
     secrets: Cache<String, Arc<Vec<DockerConfig>>>,
@@ -140,7 +149,17 @@ impl RegistryEvidence {
             fresh_tags: bounded(capacity, tag_ttl.max(Duration::from_millis(1))),
             known_tags: bounded(capacity, known_ttl.max(Duration::from_millis(1))),
             details: bounded(capacity, long),
-            verifications: bounded(capacity, long),
+            verifications: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(VerdictExpiry {
+                    verified: long,
+                    unverified: Duration::from_secs(settings.unverified_ttl_seconds.max(1)),
+                })
+                .build(),
+            collected: bounded(
+                capacity,
+                Duration::from_secs(settings.unverified_ttl_seconds.max(1)),
+            ),
             failures: bounded(capacity, failure_ttl),
             authorities: bounded(capacity, AUTHORITIES_TTL),
             secrets: bounded(capacity, PULL_SECRETS_TTL),
@@ -385,8 +404,7 @@ impl RegistryEvidence {
         let result = self
             .verifications
             .try_get_with(key.clone(), async {
-                let collected =
-                    signature::collect(&self.registry, image, digest, call, &[authorities]).await?;
+                let collected = self.collected(image, digest, authorities, call).await?;
                 Ok::<_, RegistryError>(Arc::new(signature::judge(
                     authorities,
                     image,
@@ -403,6 +421,33 @@ impl RegistryEvidence {
                 Err(Self::error(image, err))
             }
         }
+    }
+
+    /// The signatures and attestations stored for a digest, read once per digest (and
+    /// whether attestations are wanted) however many policies judge it.
+    async fn collected(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        authorities: &Authorities,
+        call: &Call,
+    ) -> Result<Arc<signature::Collected>, RegistryError> {
+        let wanted = signature::discover::Wanted {
+            attestations: authorities.wants_attestations(),
+        };
+        let key = format!(
+            "{}@{digest}#{}",
+            image.repository_path(),
+            if wanted.attestations { "att" } else { "sig" }
+        );
+        self.collected
+            .try_get_with(key, async {
+                signature::discover::collect(&self.registry, image, digest, call, wanted)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map_err(|err| (*err).clone())
     }
 
     async fn gather_evidence(
@@ -453,6 +498,7 @@ impl RegistryEvidence {
                         signatures: SignatureEvidence::Unavailable { reason },
                         attestations: Vec::new(),
                         missing_attestations: Vec::new(),
+                        found: Vec::new(),
                     });
                     continue;
                 }
@@ -526,6 +572,29 @@ impl RegistryEvidence {
             Ok(None) => unresolved(format!("{} no longer exists", base.written())),
             Err(err) => unresolved(err.message),
         }
+    }
+}
+
+/// Per-entry lifetime of a verification: long when verified, short otherwise.
+struct VerdictExpiry {
+    verified: Duration,
+    unverified: Duration,
+}
+
+impl moka::Expiry<String, Arc<PolicyVerification>> for VerdictExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<PolicyVerification>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let verified = matches!(value.signatures, SignatureEvidence::Verified { .. })
+            && value.missing_attestations.is_empty();
+        Some(if verified {
+            self.verified
+        } else {
+            self.unverified
+        })
     }
 }
 
