@@ -6,8 +6,14 @@
 //! and is retried with exponential backoff only on transient failures (5xx, 429, connection
 //! errors) and only while the deadline allows. Errors are classified so that "not found"
 //! (an unsigned image) is never confused with "the registry failed" (the `onError` outcome).
+//!
+//! Referrers listings ([`RegistryClient::referrers_listing`]) are the one request issued here
+//! rather than through oci-client, whose `pull_referrers` neither paginates nor shows the
+//! response headers (`Link`, `OCI-Filters-Applied`). They use a reqwest client built with
+//! the same TLS settings, and answer the registry's auth challenge: `Basic` with the call's
+//! credential, `Bearer` with a token obtained through oci-client's own `auth`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +22,8 @@ use backon::{ExponentialBuilder, Retryable};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
+use reqwest13::Url;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -36,6 +43,18 @@ pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
 
 /// Largest blob (config, signature layer, attestation envelope) read into memory.
 const MAX_BLOB_BYTES: i64 = 8 * 1024 * 1024;
+
+/// Media type of an OCI image index: what a referrers listing is.
+pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Most pages of one referrers listing followed through `Link: <…>; rel="next"`.
+pub const MAX_REFERRER_PAGES: usize = 10;
+
+/// Most descriptors one referrers listing keeps (counted before client-side filtering).
+pub const MAX_REFERRERS: usize = 1000;
+
+/// Largest referrers page (or referrers tag index) read into memory.
+const MAX_REFERRERS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a registry request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -153,6 +172,90 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub artifact_type: Option<String>,
+}
+
+/// Where a referrers listing came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferrersSource {
+    /// The registry's referrers API (`GET /v2/<name>/referrers/<digest>`, OCI 1.1).
+    Api,
+    /// The referrers tag schema: an OCI index under the tag `sha256-<hex>`, written by
+    /// clients for registries without the API (the API answered 404).
+    TagSchema,
+    /// Neither: the API answered 404 and the referrers tag does not exist.
+    None,
+}
+
+impl std::fmt::Display for ReferrersSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReferrersSource::Api => "the OCI referrers API",
+            ReferrersSource::TagSchema => "the OCI referrers tag",
+            ReferrersSource::None => "no referrers listing",
+        })
+    }
+}
+
+/// The referrers of a digest, as [`RegistryClient::referrers_listing`] found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrers {
+    /// Which place answered (the API, the tag schema, or neither).
+    pub source: ReferrersSource,
+    /// The referrers, in the registry's order; only those of the requested artifact type
+    /// when one was asked for (filtered here too: registries may ignore the filter).
+    pub descriptors: Vec<Descriptor>,
+    /// The listing went on beyond [`MAX_REFERRER_PAGES`] pages or [`MAX_REFERRERS`]
+    /// descriptors and was cut there: `descriptors` holds what came before the cut. A
+    /// referrer found in it is real, but one missing from it may exist.
+    pub truncated: bool,
+}
+
+impl Referrers {
+    fn none() -> Self {
+        Self {
+            source: ReferrersSource::None,
+            descriptors: Vec::new(),
+            truncated: false,
+        }
+    }
+}
+
+/// A referrers page or referrers tag: an OCI image index (only the parts read here).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawReferrersIndex {
+    #[serde(default)]
+    media_type: Option<String>,
+    manifests: Vec<Descriptor>,
+}
+
+impl RawReferrersIndex {
+    fn parse(bytes: &[u8], what: &str) -> Result<Self, RegistryError> {
+        let index: Self = serde_json::from_slice(bytes)
+            .map_err(|err| RegistryError::Protocol(format!("{what} is not an OCI index: {err}")))?;
+        match index.media_type.as_deref() {
+            None | Some(OCI_INDEX_MEDIA_TYPE) => Ok(index),
+            Some(other) => Err(RegistryError::Protocol(format!(
+                "{what} has media type {other}, not {OCI_INDEX_MEDIA_TYPE}"
+            ))),
+        }
+    }
+}
+
+/// One answer of the referrers API.
+struct ReferrersPage {
+    manifests: Vec<Descriptor>,
+    /// The `rel="next"` target of the `Link` header, resolved against the page's URL.
+    next: Option<Url>,
+    /// The registry said (`OCI-Filters-Applied`) that it applied the artifact type filter.
+    filtered: bool,
+}
+
+/// How a referrers request authenticates, once the registry has said how (its challenge).
+#[derive(Clone)]
+enum ReferrersAuth {
+    Basic { username: String, password: String },
+    Bearer(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +408,11 @@ pub struct RegistryClient {
     endpoints: HashMap<String, Endpoint>,
     docker_config: DockerConfig,
     clients: Mutex<HashMap<(String, String), Client>>,
+    /// Per registry: the plain HTTP client for referrers listings (same TLS settings).
+    http_clients: Mutex<HashMap<String, reqwest13::Client>>,
+    /// Per (registry, repository, credential label): how referrers requests authenticate,
+    /// learnt from the first challenge (a stale token is replaced on the next 401).
+    referrers_auth: Mutex<HashMap<(String, String, String), ReferrersAuth>>,
     /// Per registry: every request's slots, and the share background requests may hold.
     limits: Mutex<HashMap<String, RegistryLimits>>,
     max_concurrent: usize,
@@ -361,6 +469,8 @@ impl RegistryClient {
             endpoints,
             docker_config,
             clients: Mutex::new(HashMap::new()),
+            http_clients: Mutex::new(HashMap::new()),
+            referrers_auth: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
             max_concurrent: settings.max_concurrent_requests_per_registry.max(1),
             max_attempts: settings.max_attempts.max(1),
@@ -510,42 +620,321 @@ impl RegistryClient {
         .await
     }
 
-    /// The OCI referrers of a digest (an empty list when the registry has no referrers API
-    /// and no referrers tag: distribution 2.8 answers 404, and oci-client falls back).
+    /// The OCI referrers of a digest (an empty list when the registry has neither the
+    /// referrers API nor a referrers tag). A listing cut at the cap is a `Protocol` error
+    /// here, since a caller of this form cannot tell "not listed" from "not there"; use
+    /// [`RegistryClient::referrers_listing`] to see where the list came from and to get a
+    /// truncated list.
     pub async fn referrers(
         &self,
         image: &ImageRef,
         digest: &str,
         call: &Call,
     ) -> Result<Vec<Descriptor>, RegistryError> {
+        let listing = self.referrers_listing(image, digest, None, call).await?;
+        if listing.truncated {
+            return Err(RegistryError::Protocol(format!(
+                "the referrers of {}@{digest} go on beyond {MAX_REFERRER_PAGES} pages or \
+                 {MAX_REFERRERS} descriptors",
+                image.repository_path()
+            )));
+        }
+        Ok(listing.descriptors)
+    }
+
+    /// The OCI referrers of `digest`, of `artifact_type` only when given, and where they
+    /// were listed:
+    ///
+    /// - the referrers API, `GET /v2/<name>/referrers/<digest>?artifactType=…`, following
+    ///   `Link: <…>; rel="next"` pages (same origin only) up to [`MAX_REFERRER_PAGES`] pages
+    ///   and [`MAX_REFERRERS`] descriptors; beyond that the list is cut and `truncated` set;
+    /// - when the API answers 404 on its first page (a registry without it, such as
+    ///   distribution 2.8), the referrers tag schema: the OCI index under tag `sha256-<hex>`;
+    /// - when that tag does not exist either, an empty list from [`ReferrersSource::None`].
+    ///
+    /// The artifact type filter is applied here as well, whatever the registry says in
+    /// `OCI-Filters-Applied`. Each page is one request under [`Call`]'s deadline, behind the
+    /// registry's concurrency limit, retried on transient failures; a failure is an error,
+    /// never an empty list.
+    pub async fn referrers_listing(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        artifact_type: Option<&str>,
+        call: &Call,
+    ) -> Result<Referrers, RegistryError> {
+        let host = image.registry();
         let reference = by_digest(image, digest);
-        let client = self.client_for(image.registry(), &call.credential)?;
-        let auth = registry_auth(&call.credential);
-        client.store_auth_if_needed(image.registry(), &auth).await;
-        let index = self
-            .run(image.registry(), call, || async {
-                client
-                    .pull_referrers(&reference, None)
-                    .await
-                    .map_err(RegistryError::from_oci)
-            })
-            .await;
-        let index = match index {
-            Ok(index) => index,
-            Err(RegistryError::NotFound(_)) => return Ok(Vec::new()),
+        let first = self.referrers_url(&reference, digest, artifact_type)?;
+        let mut listing = Referrers {
+            source: ReferrersSource::Api,
+            descriptors: Vec::new(),
+            truncated: false,
+        };
+        let mut visited = HashSet::new();
+        let mut next = Some(first);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            if pages == MAX_REFERRER_PAGES {
+                listing.truncated = true;
+                break;
+            }
+            if !visited.insert(url.clone()) {
+                return Err(RegistryError::Protocol(format!(
+                    "the referrers pages of {digest} loop: {url} comes again"
+                )));
+            }
+            let page = self
+                .run(host, call, || {
+                    self.referrers_page(&reference, &url, artifact_type, &call.credential)
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(RegistryError::NotFound(_)) if pages == 0 => {
+                    return self
+                        .referrers_by_tag(image, digest, artifact_type, call)
+                        .await;
+                }
+                Err(RegistryError::NotFound(url)) => {
+                    return Err(RegistryError::Protocol(format!(
+                        "referrers page {} of {digest} does not exist: {url}",
+                        pages + 1
+                    )));
+                }
+                Err(err) => return Err(err),
+            };
+            pages += 1;
+            tracing::debug!(
+                %url,
+                referrers = page.manifests.len(),
+                filtered_by_registry = page.filtered,
+                "referrers page"
+            );
+            let room = MAX_REFERRERS - listing.descriptors.len();
+            if page.manifests.len() > room {
+                listing
+                    .descriptors
+                    .extend(page.manifests.into_iter().take(room));
+                listing.truncated = true;
+                break;
+            }
+            listing.descriptors.extend(page.manifests);
+            next = page.next;
+        }
+        keep_artifact_type(&mut listing.descriptors, artifact_type);
+        Ok(listing)
+    }
+
+    /// The referrers tag schema: the index under `sha256-<hex>`, if that tag exists.
+    async fn referrers_by_tag(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        artifact_type: Option<&str>,
+        call: &Call,
+    ) -> Result<Referrers, RegistryError> {
+        let tag = referrers_tag(digest);
+        let reference = Reference::with_tag(
+            image.registry().to_owned(),
+            image.repository().to_owned(),
+            tag.clone(),
+        );
+        let bytes = match self.manifest_raw(image.registry(), &reference, call).await {
+            Ok(bytes) => bytes,
+            Err(RegistryError::NotFound(_)) => return Ok(Referrers::none()),
             Err(err) => return Err(err),
         };
-        Ok(index
-            .manifests
-            .into_iter()
-            .map(|entry| Descriptor {
-                media_type: entry.media_type,
-                digest: entry.digest,
-                size: entry.size,
-                annotations: entry.annotations,
-                artifact_type: entry.artifact_type,
-            })
-            .collect())
+        let index = RawReferrersIndex::parse(&bytes, &format!("referrers tag {tag}"))?;
+        let mut descriptors = index.manifests;
+        let truncated = descriptors.len() > MAX_REFERRERS;
+        descriptors.truncate(MAX_REFERRERS);
+        keep_artifact_type(&mut descriptors, artifact_type);
+        Ok(Referrers {
+            source: ReferrersSource::TagSchema,
+            descriptors,
+            truncated,
+        })
+    }
+
+    /// `<scheme>://<registry>/v2/<name>/referrers/<digest>[?artifactType=…]`.
+    fn referrers_url(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Url, RegistryError> {
+        let registry = reference.resolve_registry();
+        let scheme = if self
+            .endpoints
+            .get(reference.registry())
+            .is_some_and(|e| e.insecure)
+        {
+            "http"
+        } else {
+            "https"
+        };
+        let mut url = Url::parse(&format!("{scheme}://{registry}/")).map_err(|err| {
+            RegistryError::Config(format!("registry {registry} makes no URL: {err}"))
+        })?;
+        url.path_segments_mut()
+            .map_err(|()| RegistryError::Config(format!("registry {registry} makes no URL")))?
+            .clear()
+            .push("v2")
+            .extend(reference.repository().split('/'))
+            .push("referrers")
+            .push(digest);
+        if let Some(artifact_type) = artifact_type {
+            url.query_pairs_mut()
+                .append_pair("artifactType", artifact_type);
+        }
+        Ok(url)
+    }
+
+    /// One referrers API request (one attempt of [`RegistryClient::run`]): anonymous or with
+    /// the authentication learnt before, then once more answering a 401's challenge.
+    async fn referrers_page(
+        &self,
+        reference: &Reference,
+        url: &Url,
+        artifact_type: Option<&str>,
+        credential: &Credential,
+    ) -> Result<ReferrersPage, RegistryError> {
+        let http = self.http_client_for(reference.registry())?;
+        let key = (
+            reference.registry().to_owned(),
+            reference.repository().to_owned(),
+            credential.label(),
+        );
+        let known = self
+            .referrers_auth
+            .lock()
+            .map_err(|_| RegistryError::Config("referrers auth lock poisoned".into()))?
+            .get(&key)
+            .cloned();
+        let mut response = send_referrers_request(&http, url, known.as_ref()).await?;
+        if response.status() == reqwest13::StatusCode::UNAUTHORIZED {
+            let challenge = response
+                .headers()
+                .get(reqwest13::header::WWW_AUTHENTICATE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let auth = self
+                .answer_challenge(reference, url, &challenge, credential)
+                .await?;
+            self.referrers_auth
+                .lock()
+                .map_err(|_| RegistryError::Config("referrers auth lock poisoned".into()))?
+                .insert(key, auth.clone());
+            response = send_referrers_request(&http, url, Some(&auth)).await?;
+        }
+        let status = response.status();
+        match status.as_u16() {
+            200 => {}
+            404 => return Err(RegistryError::NotFound(url.to_string())),
+            401 | 403 => return Err(RegistryError::Unauthorized(url.to_string())),
+            429 | 500..=599 => {
+                return Err(RegistryError::Unavailable(format!(
+                    "HTTP {status} from {url}"
+                )));
+            }
+            _ => return Err(RegistryError::Protocol(format!("HTTP {status} from {url}"))),
+        }
+        let next = response
+            .headers()
+            .get_all(reqwest13::header::LINK)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .find_map(next_link)
+            .map(|target| same_origin_link(url, target))
+            .transpose()?;
+        let filtered = artifact_type.is_some()
+            && response
+                .headers()
+                .get_all("oci-filters-applied")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .any(|filter| filter.trim() == "artifactType");
+        let body = read_capped(response, url).await?;
+        let index = RawReferrersIndex::parse(&body, &format!("the referrers answer of {url}"))?;
+        Ok(ReferrersPage {
+            manifests: index.manifests,
+            next,
+            filtered,
+        })
+    }
+
+    /// How to authenticate after a 401 carrying `challenge` (`WWW-Authenticate`).
+    async fn answer_challenge(
+        &self,
+        reference: &Reference,
+        url: &Url,
+        challenge: &str,
+        credential: &Credential,
+    ) -> Result<ReferrersAuth, RegistryError> {
+        let scheme = challenge
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let basic = match credential {
+            Credential::Basic { username, password } => Some(ReferrersAuth::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            Credential::Anonymous => None,
+        };
+        let refused = || RegistryError::Unauthorized(url.to_string());
+        match scheme.as_str() {
+            "basic" => basic.ok_or_else(refused),
+            "bearer" => {
+                // oci-client follows the challenge of `/v2/` to the token realm (anonymously,
+                // or trading the basic credential) for a pull token of this repository.
+                let client = self.client_for(reference.registry(), credential)?;
+                let token = client
+                    .auth(
+                        reference,
+                        &registry_auth(credential),
+                        RegistryOperation::Pull,
+                    )
+                    .await
+                    .map_err(RegistryError::from_oci)?;
+                match token {
+                    Some(token) => Ok(ReferrersAuth::Bearer(token)),
+                    None => basic.ok_or_else(refused),
+                }
+            }
+            _ => Err(refused()),
+        }
+    }
+
+    /// The reqwest client for referrers requests to `host`: oci-client's settings (timeouts,
+    /// extra CA); plain HTTP for `insecure` hosts is chosen by the URL's scheme.
+    fn http_client_for(&self, host: &str) -> Result<reqwest13::Client, RegistryError> {
+        let mut clients = self
+            .http_clients
+            .lock()
+            .map_err(|_| RegistryError::Config("registry client lock poisoned".into()))?;
+        if let Some(client) = clients.get(host) {
+            return Ok(client.clone());
+        }
+        let mut builder = reqwest13::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(10))
+            .redirect(reqwest13::redirect::Policy::limited(3))
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = self.endpoints.get(host).and_then(|e| e.ca_pem.as_ref()) {
+            let certificates = reqwest13::Certificate::from_pem_bundle(pem)
+                .map_err(|err| RegistryError::Config(format!("caFile of {host}: {err}")))?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let client = builder
+            .build()
+            .map_err(|err| RegistryError::Config(format!("HTTP client for {host}: {err}")))?;
+        clients.insert(host.to_owned(), client.clone());
+        Ok(client)
     }
 
     /// Whether a host is reached over plain HTTP, and its extra CA (PEM), for sigstore's client.
@@ -698,6 +1087,135 @@ pub fn cosign_tag(digest: &str, suffix: &str) -> String {
     format!("{}.{suffix}", digest.replace(':', "-"))
 }
 
+/// `sha256:abc` → `sha256-abc`: the referrers tag schema's tag for a digest.
+pub fn referrers_tag(digest: &str) -> String {
+    digest.replace(':', "-")
+}
+
+/// Keeps the descriptors of `artifact_type` (all when `None`).
+fn keep_artifact_type(descriptors: &mut Vec<Descriptor>, artifact_type: Option<&str>) {
+    if let Some(wanted) = artifact_type {
+        descriptors.retain(|d| d.artifact_type.as_deref() == Some(wanted));
+    }
+}
+
+/// A GET for a referrers page, with the index media type as `Accept`.
+async fn send_referrers_request(
+    http: &reqwest13::Client,
+    url: &Url,
+    auth: Option<&ReferrersAuth>,
+) -> Result<reqwest13::Response, RegistryError> {
+    let mut request = http
+        .get(url.clone())
+        .header(reqwest13::header::ACCEPT, OCI_INDEX_MEDIA_TYPE);
+    request = match auth {
+        Some(ReferrersAuth::Basic { username, password }) => {
+            request.basic_auth(username, Some(password))
+        }
+        Some(ReferrersAuth::Bearer(token)) => request.bearer_auth(token),
+        None => request,
+    };
+    request.send().await.map_err(|err| request_failed(&err))
+}
+
+/// A transport failure, with reqwest's cause chain kept for the message.
+fn request_failed(err: &reqwest13::Error) -> RegistryError {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    RegistryError::Unavailable(text)
+}
+
+/// The body of a response, refused beyond [`MAX_REFERRERS_PAGE_BYTES`].
+async fn read_capped(
+    mut response: reqwest13::Response,
+    url: &Url,
+) -> Result<Vec<u8>, RegistryError> {
+    let too_big = || {
+        RegistryError::Protocol(format!(
+            "the referrers answer of {url} is larger than {MAX_REFERRERS_PAGE_BYTES} bytes"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_REFERRERS_PAGE_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| request_failed(&err))? {
+        if body.len() + chunk.len() > MAX_REFERRERS_PAGE_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The `rel="next"` target of one `Link` header value (RFC 8288), as written: one or more
+/// `<target>; param=value; …` entries separated by commas; `rel` may be quoted and may list
+/// several relation types.
+pub fn next_link(value: &str) -> Option<&str> {
+    let mut rest = value;
+    loop {
+        let open = rest.find('<')?;
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let target = &after[..close];
+        let (params, remainder) = split_unquoted(&after[close + 1..], ',');
+        let is_next = params
+            .split(';')
+            .filter_map(|param| param.split_once('='))
+            .any(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("rel")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|rel| rel.eq_ignore_ascii_case("next"))
+            });
+        if is_next {
+            return Some(target.trim());
+        }
+        rest = remainder?;
+    }
+}
+
+/// `text` up to the first `separator` outside double quotes, and what follows it.
+fn split_unquoted(text: &str, separator: char) -> (&str, Option<&str>) {
+    let mut quoted = false;
+    for (at, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                return (&text[..at], Some(&text[at + c.len_utf8()..]));
+            }
+            _ => {}
+        }
+    }
+    (text, None)
+}
+
+/// A `Link` target resolved against the page it came with; refused when it leaves the
+/// registry (scheme, host or port), where the credential must not follow.
+fn same_origin_link(page: &Url, target: &str) -> Result<Url, RegistryError> {
+    let next = page.join(target).map_err(|err| {
+        RegistryError::Protocol(format!(
+            "referrers Link target {target:?} is not a URL: {err}"
+        ))
+    })?;
+    if next.origin() != page.origin() {
+        return Err(RegistryError::Protocol(format!(
+            "referrers Link of {page} leads to another origin: {next}"
+        )));
+    }
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,5 +1295,85 @@ mod tests {
             message: String::new(),
         });
         assert!(matches!(missing, RegistryError::NotFound(_)));
+    }
+
+    #[test]
+    fn a_referrers_link_header_names_its_next_page() {
+        assert_eq!(
+            next_link(r#"</v2/team/app/referrers/sha256:a?n=2&last=b>; rel="next""#),
+            Some("/v2/team/app/referrers/sha256:a?n=2&last=b")
+        );
+        assert_eq!(
+            next_link("<https://r.example/v2/x?last=1>;rel=next"),
+            Some("https://r.example/v2/x?last=1")
+        );
+    }
+
+    #[test]
+    fn a_referrers_link_header_without_a_next_relation_ends_the_listing() {
+        assert_eq!(next_link(r#"</v2/x?last=a>; rel="prev""#), None);
+        assert_eq!(next_link(""), None);
+        assert_eq!(next_link("rel=\"next\""), None);
+        assert_eq!(next_link("<unterminated; rel=\"next\""), None);
+        assert_eq!(next_link(r#"</v2/x>; title="next""#), None);
+    }
+
+    #[test]
+    fn the_next_referrers_page_is_found_among_several_links_and_relation_types() {
+        assert_eq!(
+            next_link(r#"</first>; rel="first", </p2>; title="a, b; rel=next"; rel="prev next""#),
+            Some("/p2")
+        );
+        assert_eq!(next_link(r#"</one>; REL="Next""#), Some("/one"));
+        assert_eq!(
+            next_link(r#"</a>; rel="prev",</b>; rel="next""#),
+            Some("/b")
+        );
+    }
+
+    #[test]
+    fn a_next_referrers_link_resolves_against_the_page_and_stays_on_its_origin() {
+        let page = Url::parse("http://127.0.0.1:5000/v2/team/app/referrers/sha256:a").unwrap();
+        assert_eq!(
+            same_origin_link(&page, "/v2/team/app/referrers/sha256:a?last=x")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:5000/v2/team/app/referrers/sha256:a?last=x"
+        );
+        assert!(same_origin_link(&page, "http://127.0.0.1:5000/v2/next").is_ok());
+        for elsewhere in [
+            "http://127.0.0.1:5001/v2/next",
+            "https://127.0.0.1:5000/v2/next",
+            "http://evil.example/v2/next",
+        ] {
+            assert!(
+                matches!(
+                    same_origin_link(&page, elsewhere),
+                    Err(RegistryError::Protocol(_))
+                ),
+                "{elsewhere}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_referrers_answer_must_be_an_oci_index() {
+        assert!(RawReferrersIndex::parse(br#"{"schemaVersion":2,"manifests":[]}"#, "x").is_ok());
+        for bad in [
+            &b"<html>"[..],
+            br#"{"schemaVersion":2}"#,
+            br#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","manifests":[]}"#,
+            br#"{"manifests":[{"mediaType":"m"}]}"#,
+        ] {
+            assert!(matches!(
+                RawReferrersIndex::parse(bad, "x"),
+                Err(RegistryError::Protocol(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_referrers_tag_of_a_digest_replaces_the_colon() {
+        assert_eq!(referrers_tag("sha256:abc"), "sha256-abc");
     }
 }

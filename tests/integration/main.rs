@@ -6,6 +6,7 @@
 
 mod common;
 mod mock_apiserver;
+mod referrers_standin;
 mod registry_support;
 
 mod audit_with_mocked_apiserver;
@@ -17,6 +18,7 @@ mod lifecycle_on_loopback;
 mod policy_hot_reload;
 mod policy_reports_with_mocked_apiserver;
 mod pull_secrets_with_mocked_apiserver;
+mod referrers_on_loopback;
 mod registry_faults;
 mod registry_on_loopback;
 mod rego_policies;
