@@ -406,23 +406,39 @@ pub struct KeylessIdentity {
     /// `.1.12`, e.g. `https://github.com/org/repo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_repository_uri: Option<String>,
-    #[serde(default, rename = "sourceRepositoryUriRegExp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sourceRepositoryUriRegExp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_repository_uri_regexp: Option<String>,
     /// `.1.14`, e.g. `refs/tags/v1.2.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_repository_ref: Option<String>,
-    #[serde(default, rename = "sourceRepositoryRefRegExp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sourceRepositoryRefRegExp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_repository_ref_regexp: Option<String>,
     /// `.1.9`, the workflow that signed, e.g.
     /// `https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_signer_uri: Option<String>,
-    #[serde(default, rename = "buildSignerUriRegExp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "buildSignerUriRegExp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub build_signer_uri_regexp: Option<String>,
     /// `.1.18`, the workflow that ran (differs from the signer for reusable workflows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_config_uri: Option<String>,
-    #[serde(default, rename = "buildConfigUriRegExp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "buildConfigUriRegExp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub build_config_uri_regexp: Option<String>,
     /// `.1.11`, `github-hosted` or `self-hosted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -432,14 +448,34 @@ pub struct KeylessIdentity {
     pub build_trigger: Option<String>,
 }
 
+/// One CI claim of a keyless identity: its name, exact value and regular expression (for
+/// claims that take one).
+pub type ClaimSetting<'a> = (&'static str, &'a Option<String>, Option<&'a Option<String>>);
+
 impl KeylessIdentity {
     /// `(claim name, exact, regexp)` for each claim, in a fixed order.
-    pub fn claims(&self) -> [(&'static str, &Option<String>, Option<&Option<String>>); 6] {
+    pub fn claims(&self) -> [ClaimSetting<'_>; 6] {
         [
-            ("sourceRepositoryUri", &self.source_repository_uri, Some(&self.source_repository_uri_regexp)),
-            ("sourceRepositoryRef", &self.source_repository_ref, Some(&self.source_repository_ref_regexp)),
-            ("buildSignerUri", &self.build_signer_uri, Some(&self.build_signer_uri_regexp)),
-            ("buildConfigUri", &self.build_config_uri, Some(&self.build_config_uri_regexp)),
+            (
+                "sourceRepositoryUri",
+                &self.source_repository_uri,
+                Some(&self.source_repository_uri_regexp),
+            ),
+            (
+                "sourceRepositoryRef",
+                &self.source_repository_ref,
+                Some(&self.source_repository_ref_regexp),
+            ),
+            (
+                "buildSignerUri",
+                &self.build_signer_uri,
+                Some(&self.build_signer_uri_regexp),
+            ),
+            (
+                "buildConfigUri",
+                &self.build_config_uri,
+                Some(&self.build_config_uri_regexp),
+            ),
             ("runnerEnvironment", &self.runner_environment, None),
             ("buildTrigger", &self.build_trigger, None),
         ]

@@ -319,9 +319,8 @@ pub fn bundles_from_dsse_layer(
     envelope: &[u8],
     material: &ClassicMaterial<'_>,
 ) -> Result<Vec<Bundle>, String> {
-    let mut envelope: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(envelope)
-            .map_err(|err| format!("the DSSE envelope is not a JSON object: {err}"))?;
+    let mut envelope: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(envelope)
+        .map_err(|err| format!("the DSSE envelope is not a JSON object: {err}"))?;
     let signatures = match envelope.remove("signatures") {
         Some(serde_json::Value::Array(signatures)) if !signatures.is_empty() => signatures,
         _ => return Err("the DSSE envelope has no signatures".into()),
@@ -331,7 +330,10 @@ pub fn bundles_from_dsse_layer(
         .into_iter()
         .map(|signature| {
             let mut one = envelope.clone();
-            one.insert("signatures".into(), serde_json::Value::Array(vec![signature]));
+            one.insert(
+                "signatures".into(),
+                serde_json::Value::Array(vec![signature]),
+            );
             let document = json!({
                 "mediaType": classic_media_type(material),
                 "verificationMaterial": verification,

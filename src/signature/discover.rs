@@ -2,8 +2,8 @@
 //! `.sig` / `.att` tags, the OCI referrers API and the referrers tag schema. What is found is
 //! turned into [`Artefact`]s for the pure judge; nothing here decides anything.
 
-use crate::registry::{Call, Descriptor, Manifest, RegistryClient, RegistryError, cosign_tag};
 use crate::reference::ImageRef;
+use crate::registry::{Call, Descriptor, Manifest, RegistryClient, RegistryError, cosign_tag};
 
 use super::artefact::{
     self, Artefact, BUNDLE_MEDIA_TYPE_PREFIX, COSIGN_SIGN_PREDICATE, ClassicMaterial, Content,
@@ -165,7 +165,9 @@ async fn referrers(
     wanted: Wanted,
     collected: &mut Collected,
 ) -> Result<(), RegistryError> {
-    let listing = registry.referrers_listing(image, digest, None, call).await?;
+    let listing = registry
+        .referrers_listing(image, digest, None, call)
+        .await?;
     let place = match listing.source {
         crate::registry::ReferrersSource::TagSchema => Place::ReferrersTagSchema,
         _ => Place::ReferrersApi,

@@ -112,9 +112,9 @@ struct KeylessMatcher {
 impl KeylessMatcher {
     fn describe(&self) -> String {
         let mut text = format!(
-            "subject {} (issuer {})",
-            self.subject.describe(),
-            self.issuer.describe()
+            "issuer={} subject={}",
+            self.issuer.describe(),
+            self.subject.describe()
         );
         for (name, value) in &self.claims {
             text.push_str(&format!(" {name}={}", value.describe()));
@@ -380,8 +380,9 @@ impl Authorities {
         match (self.keys.first(), self.keyless.first()) {
             (Some(key), _) => format!("sign the digest: cosign sign --key {} {target}", key.hint),
             (None, Some(identity)) => format!(
-                "sign the digest keylessly as {}: cosign sign {target}",
-                identity.describe()
+                "sign the digest keylessly as {} (issuer {}): cosign sign {target}",
+                identity.subject.describe(),
+                identity.issuer.describe()
             ),
             (None, None) => format!("sign the digest: cosign sign {target}"),
         }
@@ -434,10 +435,7 @@ fn keyless_matcher(
         if exact.is_none() && pattern.is_none() {
             continue;
         }
-        claims.push((
-            name,
-            text_match(policy, exact, &pattern.cloned(), name)?,
-        ));
+        claims.push((name, text_match(policy, exact, &pattern.cloned(), name)?));
     }
     Ok(KeylessMatcher {
         issuer,
@@ -577,7 +575,12 @@ pub fn judge(
                     for (index, label) in signers {
                         signed_by.entry(index).or_insert(label);
                     }
-                    ("signature".to_owned(), labels.join(", "), true, String::new())
+                    (
+                        "signature".to_owned(),
+                        labels.join(", "),
+                        true,
+                        String::new(),
+                    )
                 }
                 Judged::Attestation {
                     predicate_type,
@@ -586,10 +589,13 @@ pub fn judge(
                 } => {
                     let labels: Vec<String> = signers.iter().map(|(_, l)| l.clone()).collect();
                     let label = labels.join(", ");
-                    if !attestations
-                        .iter()
-                        .any(|a| a.predicate_type == predicate_type && a.signer == label)
-                    {
+                    // The same statement found in two places (a `.att` layer and a referrer)
+                    // counts once; distinct statements of one type (scans over time) all count.
+                    if !attestations.iter().any(|a| {
+                        a.predicate_type == predicate_type
+                            && a.signer == label
+                            && a.predicate == predicate
+                    }) {
                         attestations.push(Arc::new(VerifiedAttestation::new(
                             predicate_type.clone(),
                             predicate,
@@ -651,8 +657,7 @@ fn describe_found(
     found: &[FoundArtefact],
     signed_by: &BTreeMap<usize, String>,
 ) -> String {
-    let signatures: Vec<&FoundArtefact> =
-        found.iter().filter(|f| f.kind == "signature").collect();
+    let signatures: Vec<&FoundArtefact> = found.iter().filter(|f| f.kind == "signature").collect();
     if signatures.is_empty() {
         let mut text = format!(
             "no signature for {}@{digest} (looked in tag {}, OCI referrers and the referrers tag schema)",
@@ -717,7 +722,13 @@ fn judge_artefact(
         Content::Bundle {
             bundle,
             signed_payload,
-        } => judge_bundle(authorities, image, digest, bundle, signed_payload.as_deref()),
+        } => judge_bundle(
+            authorities,
+            image,
+            digest,
+            bundle,
+            signed_payload.as_deref(),
+        ),
     }
 }
 
@@ -850,8 +861,7 @@ fn claim_of(
         Some(Ok(statement)) => {
             let is_signature = authorities
                 .signature_predicates
-                .iter()
-                .any(|p| *p == statement.predicate_type);
+                .contains(&statement.predicate_type);
             let kind = if is_signature {
                 signature()
             } else {
@@ -962,7 +972,10 @@ fn verify_with_keys(
     }
     if signers.is_empty() {
         let reason = if authorities.keys.len() == 1 {
-            format!("not signed by key {} ({last_error})", authorities.keys[0].label)
+            format!(
+                "not signed by key {} ({last_error})",
+                authorities.keys[0].label
+            )
         } else {
             format!("signed by none of the policy's keys ({last_error})")
         };
@@ -981,7 +994,9 @@ fn schemes_for(key: &DerPublicKey) -> Vec<SigningScheme> {
     let mut schemes = vec![default];
     if matches!(
         default,
-        SigningScheme::RsaPkcs1Sha256 | SigningScheme::RsaPkcs1Sha384 | SigningScheme::RsaPkcs1Sha512
+        SigningScheme::RsaPkcs1Sha256
+            | SigningScheme::RsaPkcs1Sha384
+            | SigningScheme::RsaPkcs1Sha512
     ) {
         schemes.push(SigningScheme::RsaPssSha256);
         schemes.push(SigningScheme::RsaPkcs1Sha256);
@@ -1002,9 +1017,11 @@ fn verify_bare_key_signature(
             // A detached signature over the manifest needs the manifest bytes, which are not
             // at hand; such bundles always carry signed time in practice.
             None => {
-                return Err("a message signature over the manifest without a log entry or \
+                return Err(
+                    "a message signature over the manifest without a log entry or \
                             timestamp cannot be verified"
-                    .into());
+                        .into(),
+                );
             }
         },
         _ => return Err("unsupported bundle content".into()),
@@ -1079,7 +1096,7 @@ fn verify_with_identities(
         match matcher.mismatch(&identity) {
             None => signers.push((
                 authorities.keys.len() + index,
-                format!("keyless {}", identity.describe()),
+                format!("keyless {} ({})", identity.subject, identity.issuer),
             )),
             Some(why) => mismatches.push(why),
         }
@@ -1150,7 +1167,10 @@ mod tests {
         };
         let err = Authorities::from_requirement("team", &requirement).unwrap_err();
         assert!(err.to_string().contains("imagePolicy \"team\""), "{err}");
-        assert!(err.to_string().contains("not a Sigstore TrustedRoot"), "{err}");
+        assert!(
+            err.to_string().contains("not a Sigstore TrustedRoot"),
+            "{err}"
+        );
     }
 
     #[test]
