@@ -664,11 +664,20 @@ fn describe_found(
             image.repository_path(),
             cosign_tag(digest, "sig"),
         );
-        let attestations = found.len();
+        let attestations = found.iter().filter(|f| f.verified).count();
         if attestations > 0 {
             text.push_str(&format!(
                 "; {attestations} attestation(s) found, which are not signatures (a signature bundle has predicate type {})",
                 authorities.signature_predicates.join(" or ")
+            ));
+        }
+        for artefact in found.iter().filter(|f| !f.verified) {
+            text.push_str(&format!(
+                "; a {} in the {} ({}) that does not count: {}",
+                artefact.format.describe(),
+                artefact.place.describe(),
+                artefact.kind,
+                artefact.reason
             ));
         }
         for note in &collected.notes {
