@@ -1,4 +1,4 @@
-//! The `portcullis` commands (clap derive): `serve`, `review`, `check`, `audit`,
+//! The `portcullis` commands (clap derive): `serve`, `review`, `check`, `audit`, `verify`,
 //! `config validate` and `policy test`.
 //! `main.rs` parses the arguments, starts tracing and calls [`run`].
 
@@ -26,6 +26,9 @@ use crate::scan::operator::OperatorReports;
 use crate::scan::trivy::{TrivyDirectory, TrivyError};
 use crate::scan::{NewestOf, NoScans, ScanSettings, ScanSource};
 use crate::server::{self, ServeError, ServeOptions, TlsSource};
+
+mod verify;
+pub use verify::VerifyArgs;
 
 /// portcullis: a Kubernetes validating admission webhook that lets only trusted images run.
 #[derive(Debug, Parser)]
@@ -63,6 +66,15 @@ pub enum Command {
     /// `kubectl get pods -A -o json` dump. Replicas of one controller are judged once.
     /// Nothing is changed. Exit codes as `check`: 0 all admitted, 1 something denied, 2 error.
     Audit(AuditArgs),
+    /// Show what portcullis sees for each image, and whether its image policies are satisfied.
+    ///
+    /// The digest it resolves to (and index children), every signature and attestation found
+    /// and why it counts or not, the trusted root, and each matching image policy's verdict on
+    /// its signature and attestation requirements; image facts and the scan summary. Asks the
+    /// registries exactly as admission does. Exit codes: 0 every image satisfies every image
+    /// policy that matches it (no matching policy counts as satisfied), 1 some do not, 2 error
+    /// (bad configuration, invalid image reference, registry unreachable).
+    Verify(VerifyArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -247,6 +259,8 @@ pub enum CliError {
     PullSecretsCluster(String),
     #[error(transparent)]
     Evidence(#[from] RegistryEvidenceError),
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
 }
 
 impl CliError {
@@ -266,7 +280,8 @@ impl CliError {
             | CliError::RotationArgs(_)
             | CliError::PolicyTest(_)
             | CliError::PullSecretsCluster(_)
-            | CliError::Evidence(_) => 2,
+            | CliError::Evidence(_)
+            | CliError::Reference(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -283,6 +298,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Review(args) => review(args).await,
         Command::Check(args) => check(args).await,
         Command::Audit(args) => audit(args).await,
+        Command::Verify(args) => verify::verify(args).await,
         Command::Config(ConfigCommand::Validate { file }) => validate(file.as_deref()),
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
     }
