@@ -19,6 +19,7 @@ pub mod keyless;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod notation;
 pub mod policy;
 pub mod policy_report;
 pub mod reference;
