@@ -18,6 +18,7 @@ pub mod exceptions;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod notation;
 pub mod policy;
 pub mod policy_report;
 pub mod reference;
