@@ -371,6 +371,10 @@ pub struct SignatureRequirement {
     /// keyless bundles timestamped by a TSA only (GitHub's private repositories) count.
     #[serde(default)]
     pub require_transparency_log: bool,
+    /// Notary Project signatures: a trust store of X.509 roots and trusted identities. Counts
+    /// as one authority toward `threshold`, beside keys and keyless identities.
+    #[serde(default)]
+    pub notation: Option<crate::notation::NotationRequirement>,
     /// In-toto predicate types that make a DSSE bundle a *signature* of the image rather than
     /// an attestation (default: Cosign 3's `https://sigstore.dev/cosign/sign/v1`).
     #[serde(default)]
@@ -898,11 +902,20 @@ impl Config {
                 }
             }
             if let Some(signatures) = &policy.signatures {
-                if signatures.keys.is_empty() && signatures.keyless.is_empty() {
+                if signatures.keys.is_empty()
+                    && signatures.keyless.is_empty()
+                    && signatures.notation.is_none()
+                {
                     problem(
                         format!("{key}.signatures.keys"),
-                        "must name at least one key or keyless identity".into(),
+                        "must name at least one key, keyless identity or Notation trust store"
+                            .into(),
                     );
+                }
+                if let Some(notation) = &signatures.notation
+                    && let Err(err) = notation.compile()
+                {
+                    problem(format!("{key}.signatures.notation"), err.to_string());
                 }
                 for found in validate_signatures(&format!("{key}.signatures"), signatures) {
                     problem(found.key, found.message);
@@ -1145,7 +1158,9 @@ impl Config {
 fn validate_signatures(key: &str, signatures: &SignatureRequirement) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });
-    let authorities = signatures.keys.len() + signatures.keyless.len();
+    let authorities = signatures.keys.len()
+        + signatures.keyless.len()
+        + usize::from(signatures.notation.is_some());
     match signatures.threshold {
         Some(0) => problem(format!("{key}.threshold"), "must be at least 1".into()),
         Some(n) if n > authorities => problem(

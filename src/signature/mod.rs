@@ -53,6 +53,12 @@ pub enum SignatureError {
     },
     #[error("imagePolicy {policy:?}: {message}")]
     Identity { policy: String, message: String },
+    #[error("imagePolicy {policy:?}: signatures.notation: {source}")]
+    Notation {
+        policy: String,
+        #[source]
+        source: crate::notation::NotationError,
+    },
     #[error(transparent)]
     Glob(#[from] GlobError),
 }
@@ -227,6 +233,8 @@ pub struct Authorities {
     pub policy: String,
     keys: Vec<TrustedKey>,
     keyless: Vec<KeylessMatcher>,
+    /// Notary Project trust (one authority, after keys and keyless identities).
+    notation: Option<Arc<crate::notation::NotationTrust>>,
     root: Arc<RootInUse>,
     threshold: usize,
     mirror_of: Option<ImageGlobs>,
@@ -285,6 +293,17 @@ impl Authorities {
             fingerprint.update(format!("keyless\0{}", matcher.describe()).as_bytes());
             keyless.push(matcher);
         }
+        let notation = match &requirement.notation {
+            Some(notation) => {
+                let trust = notation.compile().map_err(|err| SignatureError::Notation {
+                    policy: policy.to_owned(),
+                    source: err,
+                })?;
+                fingerprint.update(format!("notation\0{}", trust.fingerprint()).as_bytes());
+                Some(Arc::new(trust))
+            }
+            None => None,
+        };
         let root = load_root(policy, requirement.trusted_root.as_ref())?;
         fingerprint.update(format!("root\0{}", root.fingerprint).as_bytes());
         let mirror_of = if requirement.mirror_of.is_empty() {
@@ -325,6 +344,7 @@ impl Authorities {
             policy: policy.to_owned(),
             keys,
             keyless,
+            notation,
             root: Arc::new(root),
             threshold,
             mirror_of,
@@ -364,6 +384,9 @@ impl Authorities {
                 .iter()
                 .map(|k| format!("keyless {}", k.describe())),
         );
+        if self.notation.is_some() {
+            parts.push("a Notation signature chaining to the policy's trust store".into());
+        }
         let mut text = parts.join(" or ");
         if self.threshold > 1 {
             text = format!("{} distinct of: {text}", self.threshold);
@@ -372,7 +395,7 @@ impl Authorities {
     }
 
     fn authority_count(&self) -> usize {
-        self.keys.len() + self.keyless.len()
+        self.keys.len() + self.keyless.len() + usize::from(self.notation.is_some())
     }
 
     fn fix(&self, image: &ImageRef, digest: &str) -> String {
@@ -723,11 +746,10 @@ fn judge_artefact(
             signer: "unknown".into(),
             reason: why.clone(),
         },
-        Content::Notation { .. } => Judged::Rejected {
-            kind: "signature".into(),
-            signer: "a Notation signer".into(),
-            reason: "this policy names no Notation trust store (signatures.notation)".into(),
-        },
+        Content::Notation {
+            media_type,
+            envelope,
+        } => judge_notation(authorities, digest, media_type, envelope),
         Content::Bundle {
             bundle,
             signed_payload,
@@ -738,6 +760,39 @@ fn judge_artefact(
             bundle,
             signed_payload.as_deref(),
         ),
+    }
+}
+
+/// A Notary Project envelope against the policy's Notation trust (crypto in `notation`).
+fn judge_notation(
+    authorities: &Authorities,
+    digest: &str,
+    media_type: &str,
+    envelope: &[u8],
+) -> Judged {
+    let Some(trust) = &authorities.notation else {
+        return Judged::Rejected {
+            kind: "signature".into(),
+            signer: "a Notation signer".into(),
+            reason: "this policy names no Notation trust store (signatures.notation)".into(),
+        };
+    };
+    match crate::notation::verify(
+        trust,
+        media_type,
+        envelope,
+        digest,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(signer) => Judged::Signature(vec![(
+            authorities.keys.len() + authorities.keyless.len(),
+            format!("notation {}", signer.subject),
+        )]),
+        Err(err) => Judged::Rejected {
+            kind: "signature".into(),
+            signer: "a Notation signer".into(),
+            reason: err.to_string(),
+        },
     }
 }
 

@@ -16,6 +16,7 @@ mod https_server;
 mod leader_election_with_mocked_apiserver;
 mod lifecycle_on_loopback;
 mod notation_envelopes;
+mod notation_on_loopback;
 mod policy_hot_reload;
 mod policy_reports_with_mocked_apiserver;
 mod pull_secrets_with_mocked_apiserver;
