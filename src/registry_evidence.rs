@@ -432,14 +432,18 @@ impl RegistryEvidence {
         authorities: &Authorities,
         call: &Call,
     ) -> Result<Arc<signature::Collected>, RegistryError> {
-        let wanted = signature::discover::Wanted {
-            attestations: authorities.wants_attestations(),
+        let wanted = authorities.wanted();
+        // With attestations everything is read; without, which bundles are skipped depends
+        // on the predicate types that count as signatures.
+        let key = if wanted.attestations {
+            format!("{}@{digest}#all", image.repository_path())
+        } else {
+            format!(
+                "{}@{digest}#sig:{}",
+                image.repository_path(),
+                wanted.signature_predicates.join(",")
+            )
         };
-        let key = format!(
-            "{}@{digest}#{}",
-            image.repository_path(),
-            if wanted.attestations { "att" } else { "sig" }
-        );
         self.collected
             .try_get_with(key, async {
                 signature::discover::collect(&self.registry, image, digest, call, wanted)

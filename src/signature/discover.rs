@@ -37,10 +37,12 @@ impl Collected {
 }
 
 /// What to read.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Wanted {
     /// Read the `.att` tag and attestation bundles too.
     pub attestations: bool,
+    /// Predicate types that make a bundle a signature (read even when attestations are not).
+    pub signature_predicates: Vec<String>,
 }
 
 /// Fetches what the registry holds for `digest`. Registry failures other than "not found"
@@ -61,7 +63,7 @@ pub async fn collect(
     if wanted.attestations {
         classic_attestations(registry, image, digest, call, &mut collected).await?;
     }
-    referrers(registry, image, digest, call, wanted, &mut collected).await?;
+    referrers(registry, image, digest, call, &wanted, &mut collected).await?;
     Ok(collected)
 }
 
@@ -162,7 +164,7 @@ async fn referrers(
     image: &ImageRef,
     digest: &str,
     call: &Call,
-    wanted: Wanted,
+    wanted: &Wanted,
     collected: &mut Collected,
 ) -> Result<(), RegistryError> {
     let listing = registry
@@ -192,7 +194,9 @@ async fn referrers(
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(PREDICATE_TYPE_ANNOTATION));
-            if predicate.is_some_and(|p| p != COSIGN_SIGN_PREDICATE) {
+            let signs =
+                |p: &String| p == COSIGN_SIGN_PREDICATE || wanted.signature_predicates.contains(p);
+            if predicate.is_some_and(|p| !signs(p)) {
                 continue;
             }
         }

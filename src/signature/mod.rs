@@ -366,6 +366,14 @@ impl Authorities {
         &self.root
     }
 
+    /// What discovery must read for this policy.
+    pub fn wanted(&self) -> discover::Wanted {
+        discover::Wanted {
+            attestations: self.wants_attestations(),
+            signature_predicates: self.signature_predicates.clone(),
+        }
+    }
+
     /// Whether attestations are read: some are required, or the policy's scan or image-age
     /// rules use them.
     pub fn wants_attestations(&self) -> bool {

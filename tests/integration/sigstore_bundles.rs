@@ -502,3 +502,53 @@ async fn bundles_are_found_through_the_referrers_api_of_the_referrers_standin() 
     let tag = format!("/v2/team/app/manifests/{}", digest.replace(':', "-"));
     assert_eq!(standin.requests("GET", &tag), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provenance_bundle_counts_as_the_signature_only_when_its_predicate_type_is_configured_so()
+{
+    let setup = Setup::new();
+    let host = setup.registry.host.clone();
+    let digest = setup.push_image("team/app", "provenance-only");
+    // What actions/attest-build-provenance leaves: a provenance bundle and no signature.
+    let predicate = tools()
+        .join("slsa-provenance-v1.json")
+        .display()
+        .to_string();
+    setup.sign(
+        &digest,
+        "team/app",
+        Some(&host),
+        &[
+            "--predicate-type",
+            "https://slsa.dev/provenance/v1",
+            "--predicate",
+            &predicate,
+        ],
+    );
+    let image = format!("{host}/team/app:v1");
+    let default = setup.config(
+        &setup.registry.registry_yaml(),
+        &host,
+        "",
+        &setup.keyless("", ""),
+    );
+    let answer = review(&webhook(&default), &image).await;
+    assert!(
+        !allowed(&answer),
+        "provenance is not a signature by default"
+    );
+    assert!(
+        message(&answer).contains("no signature for"),
+        "{}",
+        message(&answer)
+    );
+
+    let provenance_signs = setup.config(
+        &setup.registry.registry_yaml(),
+        &host,
+        "",
+        &setup.keyless("", "      signaturePredicateTypes: [slsaprovenance1]\n"),
+    );
+    let answer = review(&webhook(&provenance_signs), &image).await;
+    assert!(allowed(&answer), "{answer}");
+}
