@@ -180,3 +180,40 @@ where
     }
     unreachable!("timed out waiting for: {what}");
 }
+
+/// The webhook router over the registry-backed evidence source of `yaml` (real registries).
+pub fn registry_webhook(yaml: &str) -> Router {
+    let loaded = LoadedConfig::from_yaml(yaml, "test").unwrap();
+    let evidence = Arc::new(
+        portcullis::registry_evidence::RegistryEvidence::new(&loaded.config, None).unwrap(),
+    );
+    routers(Engine::new(loaded, evidence).unwrap()).0
+}
+
+/// The answer to a CREATE review of the Pod `shop/app` with one container running `image`.
+pub async fn review_pod_image(router: &Router, image: &str) -> Value {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "app", "namespace": "shop"},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    });
+    let (status, body) = post(
+        router,
+        create_review("", "Pod", "pods", pod),
+        "?timeout=10s",
+    )
+    .await;
+    assert_eq!(status, 200);
+    body
+}
+
+/// Whether an answered review allowed the request, and its status message.
+pub fn verdict(review: &Value) -> (bool, String) {
+    (
+        review["response"]["allowed"].as_bool().unwrap(),
+        review["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}

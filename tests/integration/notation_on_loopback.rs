@@ -8,14 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use portcullis::config::LoadedConfig;
-use portcullis::engine::Engine;
-use portcullis::registry_evidence::RegistryEvidence;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::common::{self, post, routers};
 use crate::registry_support::{
     self, ImageSpec, IndependentKey, Layout, Mode, Registry, manifest_descriptor, sign_image,
     write_file,
@@ -90,37 +85,7 @@ fn keygen(dir: &Path) -> PathBuf {
     dir.to_owned()
 }
 
-fn webhook(yaml: &str) -> axum::Router {
-    let loaded = LoadedConfig::from_yaml(yaml, "test").unwrap();
-    let evidence = Arc::new(RegistryEvidence::new(&loaded.config, None).unwrap());
-    routers(Engine::new(loaded, evidence).unwrap()).0
-}
-
-async fn review(router: &axum::Router, image: &str) -> Value {
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "app", "namespace": "shop"},
-        "spec": {"containers": [{"name": "app", "image": image}]}
-    });
-    let (status, body) = post(
-        router,
-        common::create_review("", "Pod", "pods", pod),
-        "?timeout=10s",
-    )
-    .await;
-    assert_eq!(status, 200);
-    body
-}
-
-fn verdict(review: &Value) -> (bool, String) {
-    (
-        review["response"]["allowed"].as_bool().unwrap(),
-        review["response"]["status"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
-}
+use crate::common::{registry_webhook as webhook, review_pod_image as review, verdict};
 
 fn push_image(registry: &Registry, repository: &str, marker: &str) -> String {
     let mut layout = Layout::new();

@@ -8,15 +8,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-
-use portcullis::config::LoadedConfig;
-use portcullis::engine::Engine;
-use portcullis::registry_evidence::RegistryEvidence;
 
 use serde_json::{Value, json};
 
-use crate::common::{self, eventually, post, routers};
+use crate::common::{self, eventually};
 use crate::referrers_standin::ReferrersStandin;
 use crate::registry_support::{
     self, Artifact, ImageSpec, Layout, Mode, Registry, push_referrers_tag,
@@ -120,36 +115,19 @@ impl Setup {
 }
 
 fn webhook(yaml: &str) -> axum::Router {
-    let loaded = LoadedConfig::from_yaml(yaml, "test").unwrap();
-    let evidence = Arc::new(RegistryEvidence::new(&loaded.config, None).unwrap());
-    routers(Engine::new(loaded, evidence).unwrap()).0
+    common::registry_webhook(yaml)
 }
 
 async fn review(router: &axum::Router, image: &str) -> Value {
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "app", "namespace": "shop"},
-        "spec": {"containers": [{"name": "app", "image": image}]}
-    });
-    let (status, body) = post(
-        router,
-        common::create_review("", "Pod", "pods", pod),
-        "?timeout=10s",
-    )
-    .await;
-    assert_eq!(status, 200);
-    body
+    common::review_pod_image(router, image).await
 }
 
 fn allowed(review: &Value) -> bool {
-    review["response"]["allowed"].as_bool().unwrap()
+    common::verdict(review).0
 }
 
 fn message(review: &Value) -> String {
-    review["response"]["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    common::verdict(review).1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
