@@ -99,6 +99,9 @@ pub enum Content {
     Bundle {
         bundle: Box<Bundle>,
         signed_payload: Option<Vec<u8>>,
+        /// Rekor v2 `dsse` 0.0.2 entries the bundle carried, which sigstore-types cannot
+        /// hold; verified by [`super::rekor_v2`].
+        rekor_v2_dsse: Vec<super::rekor_v2::DsseV2Entry>,
     },
     /// A Notary Project envelope (`application/jose+json` or `application/cose`).
     Notation {
@@ -358,9 +361,13 @@ fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// A Sigstore bundle as found in a referrer layer.
-pub fn parse_bundle(bytes: &[u8]) -> Result<Bundle, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "the bundle is not UTF-8".to_owned())?;
-    Bundle::from_json(text).map_err(|err| format!("not a Sigstore bundle: {err}"))
+pub fn parse_bundle(bytes: &[u8]) -> Result<(Bundle, Vec<super::rekor_v2::DsseV2Entry>), String> {
+    let mut document: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|err| format!("not a Sigstore bundle: {err}"))?;
+    let rekor_v2_dsse = super::rekor_v2::set_aside(&mut document)?;
+    let bundle = Bundle::from_json(&document.to_string())
+        .map_err(|err| format!("not a Sigstore bundle: {err}"))?;
+    Ok((bundle, rekor_v2_dsse))
 }
 
 /// The in-toto statement of a DSSE bundle, if it is one.

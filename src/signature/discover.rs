@@ -97,6 +97,8 @@ async fn classic_signatures(
             Ok(bundle) => Content::Bundle {
                 bundle: Box::new(bundle),
                 signed_payload: Some(payload),
+                // Classic layers carry a Rekor v1 bundle annotation, never a v2 entry.
+                rekor_v2_dsse: Vec::new(),
             },
             Err(why) => Content::Unreadable(why),
         };
@@ -140,6 +142,7 @@ async fn classic_attestations(
                         content: Content::Bundle {
                             bundle: Box::new(bundle),
                             signed_payload: None,
+                            rekor_v2_dsse: Vec::new(),
                         },
                     });
                 }
@@ -288,9 +291,10 @@ async fn referrer_artefact(
         format: Format::SigstoreBundle,
         source_digest: referrer.digest.clone(),
         content: match artefact::parse_bundle(&bytes) {
-            Ok(bundle) => Content::Bundle {
+            Ok((bundle, rekor_v2_dsse)) => Content::Bundle {
                 bundle: Box::new(bundle),
                 signed_payload: None,
+                rekor_v2_dsse,
             },
             Err(why) => Content::Unreadable(why),
         },

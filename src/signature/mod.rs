@@ -12,6 +12,7 @@
 
 pub mod artefact;
 pub mod discover;
+pub mod rekor_v2;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -189,6 +190,8 @@ pub struct RootInUse {
     /// SHA-256 of the root document (part of the decision identity).
     pub fingerprint: String,
     verifier: Verifier,
+    /// The root's transparency log keys, for the Rekor v2 entries sigstore-verify cannot read.
+    log_keys: sigstore_crypto::Keyring,
     /// Whether certificates must carry an SCT from a CT log the root lists (roots without CT
     /// logs, such as most private test roots, cannot check one).
     verify_sct: bool,
@@ -208,7 +211,11 @@ impl RootInUse {
     pub fn from_json(label: String, json: &str) -> Result<Self, TrustRootError> {
         let root = TrustedRoot::from_json(json).map_err(TrustRootError::Parse)?;
         let verifier = Verifier::new(&root).map_err(TrustRootError::Material)?;
+        let log_keys = root
+            .rekor_keys()
+            .map_err(|err| TrustRootError::Material(sigstore_verify::Error::TrustRoot(err)))?;
         Ok(Self {
+            log_keys,
             label,
             fingerprint: hex::encode(Sha256::digest(json.as_bytes())),
             verify_sct: !root.ctlogs.is_empty(),
@@ -761,12 +768,14 @@ fn judge_artefact(
         Content::Bundle {
             bundle,
             signed_payload,
+            rekor_v2_dsse,
         } => judge_bundle(
             authorities,
             image,
             digest,
             bundle,
             signed_payload.as_deref(),
+            rekor_v2_dsse,
         ),
     }
 }
@@ -819,6 +828,7 @@ fn judge_bundle(
     digest: &str,
     bundle: &Bundle,
     signed_payload: Option<&[u8]>,
+    rekor_v2_dsse: &[rekor_v2::DsseV2Entry],
 ) -> Judged {
     // First what the bundle claims (cheap, no crypto), so that a bundle about another digest
     // or repository is named as such.
@@ -845,9 +855,9 @@ fn judge_bundle(
     };
     let signers = match &bundle.verification_material.content {
         VerificationMaterialContent::PublicKey(_) => {
-            verify_with_keys(authorities, bundle, signed_payload, hex)
+            verify_with_keys(authorities, bundle, signed_payload, hex, rekor_v2_dsse)
         }
-        _ => verify_with_identities(authorities, bundle, signed_payload, hex),
+        _ => verify_with_identities(authorities, bundle, signed_payload, hex, rekor_v2_dsse),
     };
     match signers {
         Ok(signers) => match claim {
@@ -998,6 +1008,7 @@ fn verify_with_keys(
     bundle: &Bundle,
     signed_payload: Option<&[u8]>,
     hex: &str,
+    rekor_v2_dsse: &[rekor_v2::DsseV2Entry],
 ) -> Result<Vec<(usize, String)>, (String, String)> {
     let unknown = || "an unknown key".to_owned();
     if authorities.keys.is_empty() {
@@ -1006,7 +1017,8 @@ fn verify_with_keys(
             "signed with a key, and this policy names no key".into(),
         ));
     }
-    let logged = !bundle.verification_material.tlog_entries.is_empty();
+    let logged_here = !bundle.verification_material.tlog_entries.is_empty();
+    let logged = logged_here || !rekor_v2_dsse.is_empty();
     if authorities.require_tlog && !logged {
         return Err((
             unknown(),
@@ -1016,11 +1028,21 @@ fn verify_with_keys(
     let mut signers = Vec::new();
     let mut last_error = String::new();
     for (index, key) in authorities.keys.iter().enumerate() {
+        // Rekor v2 dsse entries name the key that signed: checked for this key first.
+        if let Err(err) = verify_rekor_v2_entries(
+            authorities,
+            bundle,
+            rekor_v2_dsse,
+            rekor_v2::ExpectedVerifier::PublicKey(key.der.as_bytes()),
+        ) {
+            last_error = err;
+            continue;
+        }
         let outcome = if has_signed_time(bundle) {
             // Log entries and timestamps present are verified (inclusion too when the policy
             // requires the log); consistency of the entry with the bundle always is.
             let mut policy = PublicKeyVerificationPolicy::new(key.der.clone());
-            if !authorities.require_tlog {
+            if !authorities.require_tlog || !logged_here {
                 policy = policy.skip_tlog_unsafe();
             }
             artifact_of(signed_payload, hex).and_then(|artifact| {
@@ -1054,6 +1076,28 @@ fn verify_with_keys(
         return Err((unknown(), reason));
     }
     Ok(signers)
+}
+
+/// Every Rekor v2 dsse entry the bundle carried must log this bundle's envelope and signer
+/// and be included in a log of the policy's root (an entry that does not verify is a refusal,
+/// whether or not the policy requires the log).
+fn verify_rekor_v2_entries(
+    authorities: &Authorities,
+    bundle: &Bundle,
+    entries: &[rekor_v2::DsseV2Entry],
+    expected: rekor_v2::ExpectedVerifier<'_>,
+) -> Result<(), String> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
+        return Err("it carries a Rekor v2 dsse entry but no DSSE envelope".into());
+    };
+    for entry in entries {
+        rekor_v2::verify(entry, envelope, expected, &authorities.root.log_keys)
+            .map_err(|err| format!("its Rekor v2 log entry does not verify: {err}"))?;
+    }
+    Ok(())
 }
 
 /// Signature schemes to try for a key: its default, and RSA-PSS beside PKCS#1 v1.5 (Cosign
@@ -1123,6 +1167,7 @@ fn verify_with_identities(
     bundle: &Bundle,
     signed_payload: Option<&[u8]>,
     hex: &str,
+    rekor_v2_dsse: &[rekor_v2::DsseV2Entry],
 ) -> Result<Vec<(usize, String)>, (String, String)> {
     let hint = signer_hint(bundle);
     if authorities.keyless.is_empty() {
@@ -1131,7 +1176,8 @@ fn verify_with_identities(
             "signed with a certificate, and this policy names no keyless identity".into(),
         ));
     }
-    let logged = !bundle.verification_material.tlog_entries.is_empty();
+    let logged_here = !bundle.verification_material.tlog_entries.is_empty();
+    let logged = logged_here || !rekor_v2_dsse.is_empty();
     if authorities.require_tlog && !logged {
         return Err((
             hint,
@@ -1142,10 +1188,20 @@ fn verify_with_identities(
     if !authorities.root.verify_sct {
         policy = policy.skip_sct();
     }
-    if !logged {
-        // Timestamp-only bundles (RFC 3161 from a TSA the root trusts): the signed time comes
-        // from the timestamp; sigstore-verify still refuses a bundle with neither.
+    if !logged_here {
+        // Timestamp-only bundles (RFC 3161 from a TSA the root trusts), and Rekor v2 dsse
+        // bundles whose entries were checked above: the signed time comes from the timestamp;
+        // sigstore-verify still refuses a bundle with neither.
         policy = policy.skip_tlog_unsafe();
+    }
+    if let Some(certificate) = bundle.signing_certificate() {
+        verify_rekor_v2_entries(
+            authorities,
+            bundle,
+            rekor_v2_dsse,
+            rekor_v2::ExpectedVerifier::Certificate(certificate.as_bytes()),
+        )
+        .map_err(|err| (hint.clone(), err))?;
     }
     let artifact = artifact_of(signed_payload, hex).map_err(|err| (hint.clone(), err))?;
     let result = authorities

@@ -187,14 +187,16 @@ async fn rekor_v2_and_timestamp_only_bundles_are_admitted_and_tsa_only_is_refuse
     let host = setup.registry.host.clone();
     let v2 = setup.push_image("team/v2", "rekor-v2");
     let tsa = setup.push_image("team/tsa", "tsa-only");
-    // sigstore-verify 0.15 reads Rekor v2 `hashedrekord` 0.0.2 entries (message signatures
-    // over the manifest); `dsse` 0.0.2 entries are refused, named, below.
+    // A message signature over the manifest: a Rekor v2 `hashedrekord` 0.0.2 entry (read by
+    // sigstore-verify).
     setup.sign(
         &v2,
         "team/v2",
         Some(&host),
         &["--rekor", "v2", "--message-signature"],
     );
+    // A DSSE bundle as Cosign 3 writes it: a Rekor v2 `dsse` 0.0.2 entry (checked by
+    // portcullis's rekor_v2 module, the rest by sigstore-verify).
     let dsse_v2 = setup.push_image("team/dsse-v2", "dsse-v2");
     setup.sign(&dsse_v2, "team/dsse-v2", Some(&host), &["--rekor", "v2"]);
     setup.sign(&tsa, "team/tsa", Some(&host), &["--kind", "tsa-only"]);
@@ -206,18 +208,10 @@ async fn rekor_v2_and_timestamp_only_bundles_are_admitted_and_tsa_only_is_refuse
         &setup.keyless("", ""),
     );
     let router = webhook(&yaml);
-    for image in ["team/v2", "team/tsa"] {
+    for image in ["team/v2", "team/dsse-v2", "team/tsa"] {
         let answer = review(&router, &format!("{host}/{image}:v1")).await;
         assert!(allowed(&answer), "{image}: {answer}");
     }
-
-    let answer = review(&router, &format!("{host}/team/dsse-v2:v1")).await;
-    assert!(!allowed(&answer), "{answer}");
-    assert!(
-        message(&answer).contains("unsupported Rekor entry format: dsse/0.0.2"),
-        "{}",
-        message(&answer)
-    );
 
     let strict = setup.config(
         &setup.registry.registry_yaml(),
@@ -226,8 +220,10 @@ async fn rekor_v2_and_timestamp_only_bundles_are_admitted_and_tsa_only_is_refuse
         &setup.keyless("", "      requireTransparencyLog: true\n"),
     );
     let router = webhook(&strict);
-    let answer = review(&router, &format!("{host}/team/v2:v1")).await;
-    assert!(allowed(&answer), "rekor v2 is a log: {answer}");
+    for image in ["team/v2", "team/dsse-v2"] {
+        let answer = review(&router, &format!("{host}/{image}:v1")).await;
+        assert!(allowed(&answer), "rekor v2 is a log ({image}): {answer}");
+    }
     let answer = review(&router, &format!("{host}/team/tsa:v1")).await;
     assert!(!allowed(&answer));
     assert!(
@@ -236,6 +232,142 @@ async fn rekor_v2_and_timestamp_only_bundles_are_admitted_and_tsa_only_is_refuse
         "{}",
         message(&answer)
     );
+}
+
+/// Pushes a (tampered) bundle as a referrer of `digest` in the tag schema.
+async fn push_bundle(host: &str, repository: &str, digest: &str, bundle: &Value) {
+    let descriptor = crate::registry_support::push_referrer(
+        host,
+        repository,
+        digest,
+        &Artifact::of_type(BUNDLE_TYPE, &bundle.to_string())
+            .annotated("dev.sigstore.bundle.content", "dsse-envelope")
+            .annotated(
+                "dev.sigstore.bundle.predicateType",
+                "https://sigstore.dev/cosign/sign/v1",
+            ),
+    )
+    .await;
+    push_referrers_tag(host, repository, digest, &[descriptor]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekor_v2_dsse_bundles_are_refused_when_the_entry_is_tampered_or_the_log_is_unknown() {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let setup = Setup::new();
+    let host = setup.registry.host.clone();
+    let yaml =
+        |signatures: &str| setup.config(&setup.registry.registry_yaml(), &host, "", signatures);
+
+    // The key variant signed with Rekor v2 is admitted by its key.
+    let keyed = setup.push_image("team/keyed", "dsse-v2-key");
+    let out = setup.sign(
+        &keyed,
+        "team/keyed",
+        Some(&host),
+        &["--kind", "key", "--rekor", "v2"],
+    );
+    let keys = format!(
+        "      trustedRoot: {}\n      requireTransparencyLog: true\n      keys:\n        - path: {}\n",
+        setup.root(),
+        out.join("public.pem").display()
+    );
+    let answer = review(&webhook(&yaml(&keys)), &format!("{host}/team/keyed:v1")).await;
+    assert!(allowed(&answer), "{answer}");
+
+    // Tampered copies of one good keyless bundle, each pushed for its own image.
+    let good_image = setup.push_image("team/good", "dsse-v2-good");
+    let out = setup.sign(&good_image, "team/good", None, &["--rekor", "v2"]);
+    let good: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(
+        good["verificationMaterial"]["tlogEntries"][0]["kindVersion"],
+        json!({"kind": "dsse", "version": "0.0.2"})
+    );
+    let keyless = yaml(&setup.keyless("", ""));
+
+    // 1. An inclusion proof hash flipped: the proof no longer reaches the checkpoint's root.
+    let mut bad_proof = good.clone();
+    let entry = &mut bad_proof["verificationMaterial"]["tlogEntries"][0];
+    let hashes = entry["inclusionProof"]["hashes"].as_array_mut().unwrap();
+    if hashes.is_empty() {
+        hashes.push(json!(engine.encode([7u8; 32])));
+    } else {
+        hashes[0] = json!(engine.encode([7u8; 32]));
+    }
+    // 2. The logged body swapped for one about another payload (re-encoded, so the leaf
+    //    changes too): refused for the payload before the proof is even tried.
+    let mut bad_body = good.clone();
+    let entry = &mut bad_body["verificationMaterial"]["tlogEntries"][0];
+    let mut body: Value = serde_json::from_slice(
+        &engine
+            .decode(entry["canonicalizedBody"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    body["spec"]["dsseV002"]["payloadHash"]["digest"] = json!(engine.encode([9u8; 32]));
+    entry["canonicalizedBody"] = json!(engine.encode(body.to_string()));
+    // 3. No inclusion proof at all: Rekor v2 has no SET, so nothing would prove inclusion.
+    let mut no_proof = good.clone();
+    no_proof["verificationMaterial"]["tlogEntries"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionProof");
+
+    for (repository, bundle, expected) in [
+        (
+            "team/bad-proof",
+            &bad_proof,
+            "inclusion proof does not verify",
+        ),
+        (
+            "team/bad-body",
+            &bad_body,
+            "logs another payload than the bundle's envelope",
+        ),
+        ("team/no-proof", &no_proof, "has no inclusion proof"),
+    ] {
+        let digest = setup.push_image(repository, "dsse-v2-good");
+        assert_eq!(digest, good_image, "same content, same digest");
+        push_bundle(&host, repository, &digest, bundle).await;
+        let answer = review(&webhook(&keyless), &format!("{host}/{repository}:v1")).await;
+        assert!(!allowed(&answer), "{repository}: {answer}");
+        assert!(
+            message(&answer).contains(expected),
+            "{repository}: {}",
+            message(&answer)
+        );
+    }
+
+    // 4. The untampered bundle against a root that lists no Rekor v2 log.
+    let mut root: Value =
+        serde_json::from_str(&std::fs::read_to_string(setup.root()).unwrap()).unwrap();
+    let v2_log_id = good["verificationMaterial"]["tlogEntries"][0]["logId"]["keyId"].clone();
+    root["tlogs"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|log| log["logId"]["keyId"] != v2_log_id);
+    let v1_only = setup.work.path().join("v1-only-root.json");
+    std::fs::write(&v1_only, root.to_string()).unwrap();
+    push_bundle(&host, "team/good", &good_image, &good).await;
+    let signatures = setup
+        .keyless("", "")
+        .replace(&setup.root(), &v1_only.display().to_string());
+    let answer = review(
+        &webhook(&yaml(&signatures)),
+        &format!("{host}/team/good:v1"),
+    )
+    .await;
+    assert!(!allowed(&answer), "{answer}");
+    assert!(
+        message(&answer).contains("signed by no log the trusted root lists"),
+        "{}",
+        message(&answer)
+    );
+    // ...and admitted with the root that does.
+    let answer = review(&webhook(&keyless), &format!("{host}/team/good:v1")).await;
+    assert!(allowed(&answer), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
