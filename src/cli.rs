@@ -261,6 +261,8 @@ pub enum CliError {
     Evidence(#[from] RegistryEvidenceError),
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
+    #[error("sigstore.tuf: {0}")]
+    Tuf(#[from] crate::trust_refresh::TufError),
 }
 
 impl CliError {
@@ -281,7 +283,8 @@ impl CliError {
             | CliError::PolicyTest(_)
             | CliError::PullSecretsCluster(_)
             | CliError::Evidence(_)
-            | CliError::Reference(_) => 2,
+            | CliError::Reference(_)
+            | CliError::Tuf(_) => 2,
             CliError::Bind { .. }
             | CliError::Serve(_)
             | CliError::Output(_)
@@ -412,8 +415,10 @@ impl Components {
             return Err(CliError::RejudgeCluster(why.clone()));
         }
         let scans = self.scan_source(&loaded.config.scans)?;
-        let evidence = self.evidence_source(&loaded.config)?;
-        Ok(Engine::new(loaded, evidence)?.with_scans(scans))
+        let (evidence, trust) = self.evidence_source(&loaded.config)?;
+        Ok(Engine::new(loaded, evidence)?
+            .with_scans(scans)
+            .with_trust_material(&trust))
     }
 
     /// The registry evidence source: keys and trust roots are read now (a bad one refuses
@@ -422,10 +427,16 @@ impl Components {
     fn evidence_source(
         &self,
         config: &crate::config::Config,
-    ) -> Result<Arc<dyn EvidenceSource>, CliError> {
+    ) -> Result<(Arc<dyn EvidenceSource>, Vec<String>), CliError> {
+        // The fingerprints of the keys, identities and trust roots in force: part of the
+        // decision identity, so a refreshed TUF root or a rotated key file shows in it.
+        let mut trust = Vec::new();
         for policy in &config.image_policies {
-            crate::signature::Authorities::compile(policy)
-                .map_err(|err| CliError::Evidence(err.into()))?;
+            if let Some(authorities) = crate::signature::Authorities::compile(policy)
+                .map_err(|err| CliError::Evidence(err.into()))?
+            {
+                trust.push(authorities.fingerprint().to_owned());
+            }
         }
         let wanted = (config.registries.clone(), config.evidence.clone());
         let mut registry = self.registry.lock().map_err(|_| CliError::Poisoned)?;
@@ -433,7 +444,7 @@ impl Components {
             // Same registries and evidence settings: keep the caches. Verification results
             // are keyed by the authorities' fingerprint, so changed keys are never served
             // from them.
-            return Ok(in_use.source.clone());
+            return Ok((in_use.source.clone(), trust));
         }
         let client = Arc::new(
             RegistryClient::new(&config.registries, &config.evidence)
@@ -462,7 +473,7 @@ impl Components {
             settings: wanted,
             source: source.clone(),
         });
-        Ok(source)
+        Ok((source, trust))
     }
 
     fn scan_source(&self, settings: &ScanSettings) -> Result<Arc<dyn ScanSource>, CliError> {
@@ -554,9 +565,84 @@ impl Components {
     }
 }
 
-fn engine_for(config: Option<&Path>) -> Result<Engine, CliError> {
+async fn engine_for(config: Option<&Path>) -> Result<Engine, CliError> {
     let loaded = LoadedConfig::from_optional_file(config)?;
+    prepare_trust(&loaded.config).await?;
     Components::new(false).engine(loaded)
+}
+
+/// With `sigstore.tuf`, the public-good root is fetched (or read from the TUF cache) before
+/// the first engine is built; neither working refuses to start (exit 2) rather than judging
+/// with the embedded root the configuration asked to replace.
+pub async fn prepare_trust(config: &crate::config::Config) -> Result<(), CliError> {
+    let Some(settings) = &config.sigstore.tuf else {
+        return Ok(());
+    };
+    let refreshed = crate::trust_refresh::refresh(settings).await?;
+    tracing::info!(
+        url = %settings.url,
+        origin = ?refreshed.origin,
+        root = %refreshed.fingerprint,
+        "Sigstore trusted root from TUF in use"
+    );
+    Ok(())
+}
+
+/// `serve`: refreshes the TUF root on the configured interval (read from the configuration
+/// in force on every pass, so a reload that turns TUF on or off is followed); a changed root
+/// rebuilds the engine, whose identity changes with it. A failed refresh keeps the root in
+/// use and is retried within a minute.
+fn start_trust_refresh(
+    state: Arc<server::AppState>,
+    components: Arc<Components>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // `prepare_trust` refreshed just before the server started.
+        let mut wait = state
+            .engine()
+            .config()
+            .sigstore
+            .tuf
+            .as_ref()
+            .map_or(Duration::from_secs(60), |settings| {
+                crate::trust_refresh::next_attempt(settings, true)
+            });
+        loop {
+            tokio::time::sleep(wait).await;
+            let engine = state.engine();
+            let Some(settings) = engine.config().sigstore.tuf.clone() else {
+                wait = Duration::from_secs(60);
+                continue;
+            };
+            match crate::trust_refresh::refresh(&settings).await {
+                Ok(refreshed) => {
+                    wait = crate::trust_refresh::next_attempt(&settings, true);
+                    if !refreshed.changed {
+                        continue;
+                    }
+                    match components.engine(engine.loaded().clone()) {
+                        Ok(rebuilt) => {
+                            tracing::info!(
+                                url = %settings.url,
+                                root = %refreshed.fingerprint,
+                                config = rebuilt.identity(),
+                                "Sigstore trusted root refreshed from TUF"
+                            );
+                            state.replace_engine(rebuilt);
+                        }
+                        Err(error) => tracing::error!(
+                            %error,
+                            "the refreshed Sigstore trusted root was refused; the engine in force stays"
+                        ),
+                    }
+                }
+                Err(error) => {
+                    wait = crate::trust_refresh::next_attempt(&settings, false);
+                    tracing::warn!(%error, "TUF refresh failed; the Sigstore trusted root in use stays");
+                }
+            }
+        }
+    })
 }
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
@@ -567,9 +653,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         .await
         .map_err(|err| err.to_string());
     let components = Components::serving(cluster);
-    let engine = components.engine(LoadedConfig::from_optional_file(
-        args.config.config.as_deref(),
-    )?)?;
+    let loaded = LoadedConfig::from_optional_file(args.config.config.as_deref())?;
+    prepare_trust(&loaded.config).await?;
+    let engine = components.engine(loaded)?;
     tracing::info!(
         config = engine.identity(),
         origin = engine.origin(),
@@ -611,6 +697,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let rejudging = components
         .cluster_client()
         .map(|client| start_rejudging(&running.state, client));
+    let trust_refresh = start_trust_refresh(running.state.clone(), components.clone());
     let rotating = rotation.zip(rotation_client).map(|(settings, client)| {
         let rotator = crate::cert_rotation::CertRotator::new(
             client,
@@ -624,6 +711,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     if let Some(rotating) = rotating {
         rotating.abort();
     }
+    trust_refresh.abort();
     // Hand the Lease over while draining, not before: the drain starts at once.
     let stop_rejudging = async {
         if let Some(rejudging) = rejudging {
@@ -764,7 +852,7 @@ async fn shutdown_signal() {
 }
 
 async fn review(args: ReviewArgs) -> Result<ExitCode, CliError> {
-    let engine = engine_for(args.config.config.as_deref())?;
+    let engine = engine_for(args.config.config.as_deref()).await?;
     let (what, body) = match args.file.as_deref() {
         None => ("stdin".to_owned(), read_stdin()),
         Some(path) if path == Path::new("-") => ("stdin".to_owned(), read_stdin()),
@@ -787,7 +875,7 @@ fn read_stdin() -> std::io::Result<Vec<u8>> {
 }
 
 async fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
-    let engine = engine_for(args.config.config.as_deref())?;
+    let engine = engine_for(args.config.config.as_deref()).await?;
     let mut objects: Vec<ManifestObject> = Vec::new();
     for file in &args.files {
         objects.extend(manifests::read_file(file)?);
@@ -800,7 +888,7 @@ async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
     // `_components` keeps the cluster watchers alive while the engine judges.
     let (engine, objects, _components) = match &args.from_file {
         Some(path) => (
-            engine_for(args.config.config.as_deref())?,
+            engine_for(args.config.config.as_deref()).await?,
             crate::audit::read_dump(path)?,
             None,
         ),

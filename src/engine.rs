@@ -133,6 +133,23 @@ impl Engine {
         })
     }
 
+    /// Folds the fingerprints of the signature trust in force (keys, identities, trust roots,
+    /// one per image policy that requires signatures) into the decision identity, so a
+    /// refreshed TUF root or a changed key file changes it as a changed configuration would.
+    pub fn with_trust_material(mut self, fingerprints: &[String]) -> Self {
+        if !fingerprints.is_empty() {
+            self.identity = crate::config::identity_of(
+                format!(
+                    "portcullis-trust\0{}\0{}",
+                    self.identity,
+                    fingerprints.join("\0")
+                )
+                .as_bytes(),
+            );
+        }
+        self
+    }
+
     /// Where cached scan reports are looked up (none by default).
     pub fn with_scans(mut self, scans: Arc<dyn ScanSource>) -> Self {
         self.scans = scans;

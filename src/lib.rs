@@ -30,5 +30,6 @@ pub mod server;
 pub mod signature;
 pub mod timeutil;
 pub mod tls;
+pub mod trust_refresh;
 pub mod watch;
 pub mod workload;

@@ -372,7 +372,13 @@ impl RegistryEvidence {
         if policy.signatures.is_none() {
             return Ok(None);
         }
-        let key = serde_json::to_string(policy).map_err(|err| err.to_string())?;
+        // The public-good root's generation too: a TUF refresh must not be served the
+        // authorities compiled against the previous root.
+        let key = format!(
+            "{}\0{}",
+            crate::signature::public_good_generation(),
+            serde_json::to_string(policy).map_err(|err| err.to_string())?
+        );
         self.authorities
             .try_get_with(key, async {
                 Authorities::compile(policy)

@@ -149,12 +149,13 @@ pub(super) async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         .map(|written| ImageRef::parse(written))
         .collect::<Result<Vec<_>, _>>()?;
     let loaded = LoadedConfig::from_optional_file(args.config.config.as_deref())?;
+    super::prepare_trust(&loaded.config).await?;
     let components = Components::new(false);
     // The engine validates the configuration as every command does (rules, Rego, globs) and
     // builds the sources; the same sources are then asked directly.
     let engine = components.engine(loaded)?;
     let config = engine.config();
-    let evidence = components.evidence_source(config)?;
+    let (evidence, _) = components.evidence_source(config)?;
     let scans = components.scan_source(&config.scans)?;
     let globs = config
         .image_policies

@@ -232,6 +232,46 @@ impl RootInUse {
     }
 }
 
+/// The public-good root this process uses for policies without `trustedRoot`: the embedded
+/// one, prepared once, until a TUF refresh (`sigstore.tuf`) installs a newer one. Process-wide
+/// like the embedded constant it starts from; `generation` tells caches keyed by policy
+/// text that it changed.
+static PUBLIC_GOOD: std::sync::RwLock<Option<(u64, Arc<RootInUse>)>> = std::sync::RwLock::new(None);
+
+/// The public-good root in use (see [`PUBLIC_GOOD`]).
+pub fn public_good_root() -> Result<Arc<RootInUse>, TrustRootError> {
+    if let Some((_, root)) = PUBLIC_GOOD.read().ok().and_then(|slot| slot.clone()) {
+        return Ok(root);
+    }
+    let embedded = Arc::new(RootInUse::public_good()?);
+    // A poisoned lock only means another thread panicked mid-write of an Option: the value
+    // is still whole, so keep using it.
+    let mut slot = PUBLIC_GOOD.write().unwrap_or_else(|p| p.into_inner());
+    Ok(slot.get_or_insert((0, embedded)).1.clone())
+}
+
+/// Installs a public-good root (from TUF). Returns whether it differs from the one in use.
+pub fn install_public_good_root(root: RootInUse) -> bool {
+    let mut slot = PUBLIC_GOOD.write().unwrap_or_else(|p| p.into_inner());
+    match slot.as_ref() {
+        Some((_, current)) if current.fingerprint == root.fingerprint => false,
+        current => {
+            let generation = current.map_or(0, |(generation, _)| generation + 1);
+            *slot = Some((generation, Arc::new(root)));
+            true
+        }
+    }
+}
+
+/// Counts public-good root changes (0: the first root installed or the embedded one).
+pub fn public_good_generation() -> u64 {
+    PUBLIC_GOOD
+        .read()
+        .ok()
+        .and_then(|slot| slot.as_ref().map(|(generation, _)| *generation))
+        .unwrap_or(0)
+}
+
 /// One image policy's signature requirement, compiled: keys parsed, identities compiled,
 /// trust root read and prepared. Its `fingerprint` changes whenever any of that material
 /// changes, so cached verification results are never reused across a key rotation.
@@ -352,7 +392,7 @@ impl Authorities {
             keys,
             keyless,
             notation,
-            root: Arc::new(root),
+            root,
             threshold,
             mirror_of,
             attestations,
@@ -439,7 +479,7 @@ impl Authorities {
     }
 }
 
-fn load_root(policy: &str, path: Option<&PathBuf>) -> Result<RootInUse, SignatureError> {
+fn load_root(policy: &str, path: Option<&PathBuf>) -> Result<Arc<RootInUse>, SignatureError> {
     let error = |root: String, source| SignatureError::TrustRoot {
         policy: policy.to_owned(),
         root,
@@ -450,9 +490,11 @@ fn load_root(policy: &str, path: Option<&PathBuf>) -> Result<RootInUse, Signatur
             let label = path.display().to_string();
             let text = std::fs::read_to_string(path)
                 .map_err(|err| error(label.clone(), TrustRootError::Read(err)))?;
-            RootInUse::from_json(label.clone(), &text).map_err(|err| error(label, err))
+            RootInUse::from_json(label.clone(), &text)
+                .map(Arc::new)
+                .map_err(|err| error(label, err))
         }
-        None => RootInUse::public_good().map_err(|err| error("public-good".into(), err)),
+        None => public_good_root().map_err(|err| error("public-good".into(), err)),
     }
 }
 

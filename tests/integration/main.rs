@@ -28,5 +28,6 @@ mod rejudge;
 mod scans_and_lifecycle;
 mod sigstore_bundles;
 mod trivy_operator_with_mocked_apiserver;
+mod tuf_refresh;
 mod verify_command;
 mod webhook_router;

@@ -2,7 +2,7 @@
 //! `cryptography`, `pycose`, `asn1crypto`), verified by `portcullis::notation::verify`.
 //!
 //! Only a missing `python3` skips these (loudly); a missing Python package fails them, with a
-//! pointer to scripts/install-notation-tools.
+//! pointer to scripts/install-python-tools.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +34,7 @@ macro_rules! require_python {
         if !python_available() {
             eprintln!(
                 "\n!!!!!! SKIPPED {}: python3 is not installed, so the independent Notation \
-                 signer cannot run. Install python3 and run scripts/install-notation-tools.\n",
+                 signer cannot run. Install python3 and run scripts/install-python-tools.\n",
                 module_path!()
             );
             return;
@@ -54,7 +54,7 @@ fn run_signer(args: &[&str]) {
         .expect("python3 runs");
     assert!(
         output.status.success(),
-        "sign.py {args:?} failed ({}); if a module is missing run scripts/install-notation-tools\n\
+        "sign.py {args:?} failed ({}); if a module is missing run scripts/install-python-tools\n\
          stderr:\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)

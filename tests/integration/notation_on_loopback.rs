@@ -28,7 +28,7 @@ fn run(args: &[&str]) {
         .arg(signer())
         .args(args)
         .output()
-        .expect("python3 runs (scripts/install-notation-tools)");
+        .expect("python3 runs (scripts/install-python-tools)");
     assert!(
         output.status.success(),
         "sign.py {args:?}:\n{}\n{}",

@@ -18,23 +18,24 @@ use crate::registry_support::{
 };
 
 const QUIET_RULES: &str = "rules:\n  noLatestTag: {enabled: false}\n  runAsNonRoot: {enabled: false}\n  privilegeEscalation: {enabled: false}\n";
-const ISSUER: &str = "https://token.actions.githubusercontent.com";
-const SAN: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
+pub(crate) const ISSUER: &str = "https://token.actions.githubusercontent.com";
+pub(crate) const SAN: &str =
+    "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
 const BUNDLE_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 
 fn tools() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/sigstore-js")
 }
 
-struct Setup {
-    registry: Registry,
+pub(crate) struct Setup {
+    pub(crate) registry: Registry,
     /// The mock Sigstore's keys, shared by every bundle of one test (one trusted root).
-    work: tempfile::TempDir,
+    pub(crate) work: tempfile::TempDir,
     bundles: std::cell::Cell<usize>,
 }
 
 impl Setup {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         registry_support::install_crypto_provider();
         assert!(
             tools().join("node_modules").is_dir(),
@@ -47,7 +48,7 @@ impl Setup {
         }
     }
 
-    fn push_image(&self, repository: &str, marker: &str) -> String {
+    pub(crate) fn push_image(&self, repository: &str, marker: &str) -> String {
         let mut layout = Layout::new();
         let digest = layout.single("v1", &ImageSpec::new(marker));
         self.registry.push_layout(layout.path(), "v1", repository);
@@ -56,7 +57,13 @@ impl Setup {
 
     /// Runs sigstore-js's signer; returns its output folder. `push` names the registry
     /// host to attach to (`None`: only write the bundle).
-    fn sign(&self, digest: &str, repository: &str, push: Option<&str>, args: &[&str]) -> PathBuf {
+    pub(crate) fn sign(
+        &self,
+        digest: &str,
+        repository: &str,
+        push: Option<&str>,
+        args: &[&str],
+    ) -> PathBuf {
         let index = self.bundles.get();
         self.bundles.set(index + 1);
         let out = self.work.path().join(format!("bundle-{index}"));
@@ -91,7 +98,7 @@ impl Setup {
         out
     }
 
-    fn root(&self) -> String {
+    pub(crate) fn root(&self) -> String {
         // Every bundle of a test shares the state, hence the root; take the first's.
         self.work
             .path()
@@ -100,13 +107,19 @@ impl Setup {
             .to_string()
     }
 
-    fn config(&self, registry_yaml: &str, host: &str, extra: &str, signatures: &str) -> String {
+    pub(crate) fn config(
+        &self,
+        registry_yaml: &str,
+        host: &str,
+        extra: &str,
+        signatures: &str,
+    ) -> String {
         format!(
             "{registry_yaml}{QUIET_RULES}evidence:\n  unverifiedTtlSeconds: 1\n{extra}imagePolicies:\n  - name: team\n    images: [\"{host}/**\"]\n    signatures:\n{signatures}"
         )
     }
 
-    fn keyless(&self, identity_extra: &str, extra: &str) -> String {
+    pub(crate) fn keyless(&self, identity_extra: &str, extra: &str) -> String {
         format!(
             "      trustedRoot: {}\n{extra}      keyless:\n        - issuer: {ISSUER}\n          subject: {SAN}\n{identity_extra}",
             self.root()
