@@ -424,6 +424,37 @@ mod tests {
     }
 
     #[test]
+    fn an_image_volume_finding_names_the_volume_in_message_warning_and_annotation() {
+        let volume = |mode| Finding {
+            subject: Subject::Container {
+                container: "data".into(),
+                kind: ContainerKind::ImageVolume,
+                image: "docker.io/evil/payload:1".into(),
+            },
+            ..finding("trusted-registry", mode)
+        };
+        let denied = Verdict::decide(&context(), vec![volume(Mode::Enforce)]);
+        let message = denied.message.unwrap_or_default();
+        assert!(
+            message.contains(
+                "- image \"docker.io/evil/payload:1\" in image volume \"data\": rule trusted-registry"
+            ),
+            "{message}"
+        );
+        let recorded: serde_json::Value =
+            serde_json::from_str(&denied.audit_annotations["findings"]).unwrap_or_default();
+        assert_eq!(recorded[0]["volume"], "data", "{recorded}");
+        assert!(recorded[0].get("container").is_none(), "{recorded}");
+        let warned = Verdict::decide(&context(), vec![volume(Mode::Warn)]);
+        assert!(
+            warned.warnings[0]
+                .starts_with("[trusted-registry] volume data (docker.io/evil/payload:1)"),
+            "{:?}",
+            warned.warnings
+        );
+    }
+
+    #[test]
     fn no_findings_allow_and_record_the_identity() {
         let verdict = Verdict::decide(&context(), Vec::new());
         assert!(verdict.allowed);

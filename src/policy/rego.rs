@@ -765,6 +765,51 @@ warn contains "always" if true
     }
 
     #[test]
+    fn details_volume_or_a_container_object_with_its_kind_pick_an_image_volume() {
+        let entry = |name: &str, kind: ContainerKind, image: &str| ImageEntry {
+            container: name.into(),
+            container_kind: kind,
+            reference: crate::reference::ImageRef::parse(image),
+            evidence: None,
+            scan: crate::policy::ScanState::NotRequested,
+            lifecycle: Default::default(),
+        };
+        // A container and an image volume may share a name.
+        let images = [
+            entry("data", ContainerKind::Container, "ghcr.io/acme/app:1"),
+            entry(
+                "data",
+                ContainerKind::ImageVolume,
+                "docker.io/evil/payload:1",
+            ),
+        ];
+        let kind_of = |details: Json| match subject(&details, &images) {
+            Subject::Container { kind, image, .. } => Some((kind, image)),
+            Subject::Pod => None,
+        };
+        let volume = Some((
+            ContainerKind::ImageVolume,
+            "docker.io/evil/payload:1".into(),
+        ));
+        let container = Some((ContainerKind::Container, "ghcr.io/acme/app:1".into()));
+        assert_eq!(kind_of(serde_json::json!({"volume": "data"})), volume);
+        assert_eq!(
+            kind_of(serde_json::json!({"volume": {"name": "data"}})),
+            volume
+        );
+        assert_eq!(
+            kind_of(serde_json::json!({"container": {"name": "data", "kind": "imageVolume"}})),
+            volume
+        );
+        assert_eq!(kind_of(serde_json::json!({"container": "data"})), container);
+        // A volume the review does not carry is still named as a volume.
+        assert_eq!(
+            kind_of(serde_json::json!({"volume": "other", "image": "x:1"})),
+            Some((ContainerKind::ImageVolume, "x:1".into()))
+        );
+    }
+
+    #[test]
     fn folders_are_searched_recursively_in_path_order_skipping_hidden_entries() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
