@@ -976,6 +976,11 @@ fn write_table(out: &mut impl Write, results: &[Judged]) -> std::io::Result<()> 
         for finding in &result.findings {
             let (container, image) = match &finding.subject {
                 Subject::Container {
+                    container,
+                    kind: crate::workload::ContainerKind::ImageVolume,
+                    image,
+                } => (format!("(volume) {container}"), image.clone()),
+                Subject::Container {
                     container, image, ..
                 } => (container.clone(), image.clone()),
                 Subject::Pod => ("(pod)".into(), "-".into()),

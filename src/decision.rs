@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{Mode, OnError};
 use crate::policy::{Finding, Subject};
+use crate::workload::ContainerKind;
 
 /// The Kubernetes API server shows at most this many characters per warning.
 pub const MAX_WARNING_CHARS: usize = 120;
@@ -114,6 +115,10 @@ struct AuditFinding<'a> {
     mode: Mode,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<&'a str>,
+    /// The image volume's name, for findings about an image volume (then `container` is
+    /// absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<&'a str>,
     found: &'a str,
@@ -307,16 +312,22 @@ impl Verdict {
                 .iter()
                 .take(MAX_AUDIT_FINDINGS)
                 .map(|f| {
-                    let (container, image) = match &f.subject {
+                    let (container, volume, image) = match &f.subject {
+                        Subject::Container {
+                            container,
+                            kind: ContainerKind::ImageVolume,
+                            image,
+                        } => (None, Some(container.as_str()), Some(image.as_str())),
                         Subject::Container {
                             container, image, ..
-                        } => (Some(container.as_str()), Some(image.as_str())),
-                        Subject::Pod => (None, None),
+                        } => (Some(container.as_str()), None, Some(image.as_str())),
+                        Subject::Pod => (None, None, None),
                     };
                     AuditFinding {
                         rule: &f.rule,
                         mode: f.mode,
                         container,
+                        volume,
                         image,
                         found: &f.found,
                         fix: &f.fix,
@@ -340,7 +351,7 @@ pub fn describe(finding: &Finding) -> String {
             image,
         } => format!(
             "image {image:?} in {} {container:?}: rule {}: {}; fix: {}",
-            kind.as_str(),
+            kind.label(),
             finding.rule,
             finding.found,
             finding.fix
@@ -358,6 +369,11 @@ fn warnings_for(findings: &[Finding]) -> Vec<String> {
         .filter(|f| f.mode == Mode::Warn)
         .map(|f| {
             let text = match &f.subject {
+                Subject::Container {
+                    container,
+                    kind: ContainerKind::ImageVolume,
+                    image,
+                } => format!("[{}] volume {container} ({image}): {}", f.rule, f.found),
                 Subject::Container {
                     container, image, ..
                 } => format!("[{}] {container} ({image}): {}", f.rule, f.found),
@@ -381,7 +397,6 @@ pub fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::ContainerKind;
 
     const IDENTITY: &str = "sha256:0123456789abcdef0123456789abcdef";
 
@@ -406,6 +421,37 @@ mod tests {
             fix: "pin a version".into(),
             mode,
         }
+    }
+
+    #[test]
+    fn an_image_volume_finding_names_the_volume_in_message_warning_and_annotation() {
+        let volume = |mode| Finding {
+            subject: Subject::Container {
+                container: "data".into(),
+                kind: ContainerKind::ImageVolume,
+                image: "docker.io/evil/payload:1".into(),
+            },
+            ..finding("trusted-registry", mode)
+        };
+        let denied = Verdict::decide(&context(), vec![volume(Mode::Enforce)]);
+        let message = denied.message.unwrap_or_default();
+        assert!(
+            message.contains(
+                "- image \"docker.io/evil/payload:1\" in image volume \"data\": rule trusted-registry"
+            ),
+            "{message}"
+        );
+        let recorded: serde_json::Value =
+            serde_json::from_str(&denied.audit_annotations["findings"]).unwrap_or_default();
+        assert_eq!(recorded[0]["volume"], "data", "{recorded}");
+        assert!(recorded[0].get("container").is_none(), "{recorded}");
+        let warned = Verdict::decide(&context(), vec![volume(Mode::Warn)]);
+        assert!(
+            warned.warnings[0]
+                .starts_with("[trusted-registry] volume data (docker.io/evil/payload:1)"),
+            "{:?}",
+            warned.warnings
+        );
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //! decision core. Its identity covers the configuration and every loaded Rego file.
 //!
 //! What is judged:
-//! * CREATE: every container of the object.
+//! * CREATE: every image site of the object (containers of every kind and image volumes).
 //! * UPDATE: only what the update changes. A container that is new, or whose image, ports or
-//!   security settings differ from `oldObject`, is judged in full; unchanged containers are not
-//!   judged again, so a label edit on a running pod never fails because a rule or the registry
+//!   security settings differ from `oldObject`, is judged in full, and so is an image volume
+//!   that is new or whose reference or pull policy differ; unchanged sites are not judged again, so a label edit on a running pod never fails because a rule or the registry
 //!   changed since it was admitted. When pod-level settings (host namespaces, pod security
 //!   context) change, everything is judged. Without a usable `oldObject`, everything is judged.
 //!   Re-judging what already runs is the audit loop's job, not admission's.
-//! * DELETE and CONNECT: allowed. Kinds without pods: allowed (debug log).
+//! * DELETE and CONNECT: allowed. Kinds without pods: allowed (debug log). A custom kind named
+//!   in `workloads.custom[]` is judged like a Deployment's template; whatever sits at its
+//!   `podSpecPath` that is not a pod spec is denied, never skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,12 @@ pub enum EngineError {
     Glob(#[from] GlobError),
     #[error(transparent)]
     Rego(#[from] RegoError),
+    #[error("workloads.custom[{index}].podSpecPath: {source}")]
+    CustomWorkload {
+        index: usize,
+        #[source]
+        source: workload::SpecPathError,
+    },
 }
 
 /// Builds an engine for a (re)loaded configuration, wiring the evidence and scan sources
@@ -80,6 +88,8 @@ pub struct Engine {
     /// The bundle identity: the configuration's, extended with the Rego files' contents.
     identity: String,
     image_policies: Vec<(ImagePolicy, ImageGlobs)>,
+    /// The kinds whose pod specs are judged: built-in ones and `workloads.custom[]`.
+    kinds: workload::WorkloadKinds,
     exceptions: Exceptions,
     evidence: Arc<dyn EvidenceSource>,
     scans: Arc<dyn ScanSource>,
@@ -119,8 +129,11 @@ impl Engine {
             })
             .collect::<Result<Vec<_>, GlobError>>()?;
         let exceptions = Exceptions::new(&loaded.config.exceptions)?;
+        let kinds = crate::config::custom_workload_kinds(&loaded.config.workloads)
+            .map_err(|(index, source)| EngineError::CustomWorkload { index, source })?;
         Ok(Self {
             loaded,
+            kinds,
             policies,
             document_policies: Arc::new(document_policies),
             rego,
@@ -247,8 +260,9 @@ impl Engine {
             return Verdict::skipped(self.identity());
         }
         let group = request.kind.group.as_str();
+        let version = request.kind.version.as_str();
         let kind = request.kind.kind.as_str();
-        if workload::pod_spec_path(group, kind).is_none() {
+        if !self.kinds.judges(group, version, kind) {
             tracing::debug!(
                 group,
                 kind,
@@ -265,15 +279,17 @@ impl Engine {
                 ))],
             );
         };
-        let pod = match workload::extract(group, kind, &object.data) {
+        let pod = match self.kinds.extract(group, version, kind, &object.data) {
             Ok(Some(pod)) => pod,
             Ok(None) => return Verdict::skipped(self.identity()),
             Err(err) => return Verdict::decide(&context, vec![request_finding(err.to_string())]),
         };
         let old_pod = match (&request.operation, &request.old_object) {
-            (Operation::Update, Some(old)) => {
-                workload::extract(group, kind, &old.data).ok().flatten()
-            }
+            (Operation::Update, Some(old)) => self
+                .kinds
+                .extract(group, version, kind, &old.data)
+                .ok()
+                .flatten(),
             _ => None,
         };
         let scope = JudgedScope::new(&pod, old_pod.as_ref());
@@ -306,13 +322,12 @@ impl Engine {
     ) -> Verdict {
         let Budget { deadline, priority } = budget;
         let mut images: Vec<ImageEntry> = pod
-            .containers
-            .iter()
-            .filter(|c| scope.judges(c.kind, &c.name))
-            .map(|c| ImageEntry {
-                container: c.name.clone(),
-                container_kind: c.kind,
-                reference: ImageRef::parse(&c.image),
+            .image_sites()
+            .filter(|site| scope.judges(site.kind, site.name))
+            .map(|site| ImageEntry {
+                container: site.name.to_owned(),
+                container_kind: site.kind,
+                reference: ImageRef::parse(site.image),
                 evidence: None,
                 scan: ScanState::NotRequested,
                 lifecycle: Default::default(),
@@ -615,10 +630,9 @@ impl JudgedScope {
             return Self { changed: None };
         }
         let changed = new
-            .containers
-            .iter()
-            .filter(|c| old.container(c.kind, &c.name) != Some(*c))
-            .map(|c| (c.kind, c.name.clone()))
+            .image_sites()
+            .filter(|site| new.site_changed(old, site.kind, site.name))
+            .map(|site| (site.kind, site.name.to_owned()))
             .collect();
         Self {
             changed: Some(changed),

@@ -93,17 +93,26 @@ pub fn build_reports(
             )),
             _ => {
                 for finding in &judged.findings {
-                    let (container, image) = match &finding.subject {
+                    let (site, container, image) = match &finding.subject {
                         Subject::Container {
-                            container, image, ..
-                        } => (container.as_str(), image.as_str()),
-                        Subject::Pod => ("", ""),
+                            container,
+                            kind,
+                            image,
+                        } => {
+                            // `(container app)`, or `(image volume data)` for an image volume.
+                            let site = match kind {
+                                crate::workload::ContainerKind::ImageVolume => "image volume",
+                                _ => "container",
+                            };
+                            (site, container.as_str(), image.as_str())
+                        }
+                        Subject::Pod => ("", "", ""),
                     };
                     let message = if image.is_empty() {
                         format!("{}. Fix: {}", finding.found, finding.fix)
                     } else {
                         format!(
-                            "{image} (container {container}): {}. Fix: {}",
+                            "{image} ({site} {container}): {}. Fix: {}",
                             finding.found, finding.fix
                         )
                     };

@@ -1,6 +1,6 @@
 //! The input document every document-reading policy (Rego today) sees, built by pure
 //! functions: `input.review` (the AdmissionRequest, as Gatekeeper gives it), `input.parameters`
-//! (this policy's configured parameters), `input.images[]` (one entry per judged container with
+//! (this policy's configured parameters), `input.images[]` (one entry per judged image site with
 //! what portcullis verified) and `input.now` (the time the review is judged at).
 //!
 //! [`image`] is the one place that turns gathered evidence into the JSON policies read: when
@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::evidence::SignatureEvidence;
+use crate::workload::ContainerKind;
 
 use super::{ImageEntry, ScanState};
 
@@ -66,8 +67,8 @@ impl InputDocument {
     }
 }
 
-/// `input.images`: one entry per judged container, in pod-spec order (init containers,
-/// containers, ephemeral containers).
+/// `input.images`: one entry per judged image site, in pod-spec order (init containers,
+/// containers, ephemeral containers, image volumes).
 pub fn images_of(entries: &[ImageEntry]) -> Value {
     Value::Array(entries.iter().map(image).collect())
 }
@@ -79,6 +80,14 @@ pub fn image(entry: &ImageEntry) -> Value {
         "container".into(),
         json!({"name": entry.container, "kind": entry.container_kind.as_str()}),
     );
+    // Image volumes keep `container` (name and kind `imageVolume`) so a policy written for
+    // containers judges them too instead of skipping them; `volume` names the volume for
+    // policies that tell sites apart (null for containers).
+    let volume = match entry.container_kind {
+        ContainerKind::ImageVolume => json!({"name": entry.container}),
+        _ => Value::Null,
+    };
+    out.insert("volume".into(), volume);
     let evidence = entry.evidence.as_ref().and_then(|e| e.as_ref().ok());
     match &entry.reference {
         Ok(image) => {
@@ -209,7 +218,6 @@ mod tests {
     use crate::evidence::ImageEvidence;
     use crate::reference::ImageRef;
     use crate::scan::{ScanReport, Severity, Vulnerability};
-    use crate::workload::ContainerKind;
 
     fn entry(image: &str) -> ImageEntry {
         ImageEntry {
@@ -336,6 +344,21 @@ mod tests {
         assert_eq!(value["build"]["source"]["kind"], "provenance");
         assert_eq!(value["baseImage"]["state"], "moved");
         assert_eq!(value["baseImage"]["current"], "sha256:new");
+    }
+
+    #[test]
+    fn an_image_volume_is_named_as_a_volume_and_keeps_the_container_fields() {
+        let mut e = entry("docker.io/acme/data:1");
+        e.container = "data".into();
+        e.container_kind = ContainerKind::ImageVolume;
+        let value = image(&e);
+        assert_eq!(
+            value["container"],
+            json!({"name": "data", "kind": "imageVolume"})
+        );
+        assert_eq!(value["volume"], json!({"name": "data"}));
+        assert_eq!(value["reference"], "docker.io/acme/data:1");
+        assert_eq!(image(&entry("nginx"))["volume"], Value::Null);
     }
 
     #[test]

@@ -581,8 +581,9 @@ impl Policy for RegoPolicy {
 }
 
 /// Turns a policy's results into findings: `violation`/`deny` at the policy's mode, `warn` at
-/// most `warn`. `details.container` names the container (so UPDATE scoping and messages treat
-/// it like a built-in finding), `details.fix` says how to fix it.
+/// most `warn`. `details.container` names the container, `details.volume` the image volume (so
+/// UPDATE scoping and messages treat it like a built-in finding), `details.fix` says how to
+/// fix it.
 pub fn findings(
     policy: &str,
     mode: Mode,
@@ -610,19 +611,34 @@ pub fn findings(
 }
 
 fn subject(details: &Json, images: &[ImageEntry]) -> Subject {
-    let Some(container) = details.get("container").and_then(|c| match c {
-        Json::String(name) => Some(name.as_str()),
-        Json::Object(object) => object.get("name").and_then(Json::as_str),
+    let name_of = |value: &Json| match value {
+        Json::String(name) => Some(name.clone()),
+        Json::Object(object) => object.get("name").and_then(Json::as_str).map(str::to_owned),
         _ => None,
-    }) else {
+    };
+    // `details.volume` names an image volume; `details.container` a container, or any site
+    // when it is an `input.images[].container` object carrying its `kind`.
+    let (name, kind) = if let Some(volume) = details.get("volume").and_then(name_of) {
+        (volume, Some(ContainerKind::ImageVolume))
+    } else if let Some(container) = details.get("container").and_then(name_of) {
+        let kind = details
+            .get("container")
+            .and_then(|c| c.get("kind"))
+            .and_then(Json::as_str)
+            .and_then(ContainerKind::from_name);
+        (container, kind)
+    } else {
         return Subject::Pod;
     };
-    if let Some(entry) = images.iter().find(|e| e.container == container) {
+    let found = images
+        .iter()
+        .find(|e| e.container == name && kind.is_none_or(|kind| e.container_kind == kind));
+    if let Some(entry) = found {
         return entry.subject();
     }
     Subject::Container {
-        container: container.to_owned(),
-        kind: ContainerKind::Container,
+        container: name,
+        kind: kind.unwrap_or(ContainerKind::Container),
         image: details
             .get("image")
             .and_then(Json::as_str)
@@ -746,6 +762,51 @@ warn contains "always" if true
         assert_eq!(found[1].mode, Mode::Audit);
         let enforced = findings("p", Mode::Enforce, &outcome, &[]);
         assert_eq!(enforced[1].mode, Mode::Warn);
+    }
+
+    #[test]
+    fn details_volume_or_a_container_object_with_its_kind_pick_an_image_volume() {
+        let entry = |name: &str, kind: ContainerKind, image: &str| ImageEntry {
+            container: name.into(),
+            container_kind: kind,
+            reference: crate::reference::ImageRef::parse(image),
+            evidence: None,
+            scan: crate::policy::ScanState::NotRequested,
+            lifecycle: Default::default(),
+        };
+        // A container and an image volume may share a name.
+        let images = [
+            entry("data", ContainerKind::Container, "ghcr.io/acme/app:1"),
+            entry(
+                "data",
+                ContainerKind::ImageVolume,
+                "docker.io/evil/payload:1",
+            ),
+        ];
+        let kind_of = |details: Json| match subject(&details, &images) {
+            Subject::Container { kind, image, .. } => Some((kind, image)),
+            Subject::Pod => None,
+        };
+        let volume = Some((
+            ContainerKind::ImageVolume,
+            "docker.io/evil/payload:1".into(),
+        ));
+        let container = Some((ContainerKind::Container, "ghcr.io/acme/app:1".into()));
+        assert_eq!(kind_of(serde_json::json!({"volume": "data"})), volume);
+        assert_eq!(
+            kind_of(serde_json::json!({"volume": {"name": "data"}})),
+            volume
+        );
+        assert_eq!(
+            kind_of(serde_json::json!({"container": {"name": "data", "kind": "imageVolume"}})),
+            volume
+        );
+        assert_eq!(kind_of(serde_json::json!({"container": "data"})), container);
+        // A volume the review does not carry is still named as a volume.
+        assert_eq!(
+            kind_of(serde_json::json!({"volume": "other", "image": "x:1"})),
+            Some((ContainerKind::ImageVolume, "x:1".into()))
+        );
     }
 
     #[test]

@@ -305,13 +305,12 @@ pub fn input_for(case: &Case, table: &TableFile) -> Result<Json, String> {
     });
     let pod = workload::extract(group, kind, &case.object).map_err(|err| err.to_string())?;
     let entries: Vec<ImageEntry> = pod
-        .map(|pod| pod.containers)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| ImageEntry {
-            reference: ImageRef::parse(&c.image),
-            container: c.name,
-            container_kind: c.kind,
+        .iter()
+        .flat_map(|pod| pod.image_sites())
+        .map(|site| ImageEntry {
+            reference: ImageRef::parse(site.image),
+            container: site.name.to_owned(),
+            container_kind: site.kind,
             evidence: None,
             scan: ScanState::NotRequested,
             lifecycle: Default::default(),

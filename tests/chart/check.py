@@ -133,14 +133,31 @@ def cmd_webhook(args: argparse.Namespace) -> None:
     check(hook.get("timeoutSeconds") == args.timeout, f"{name}: timeoutSeconds {hook.get('timeoutSeconds')} != {args.timeout}")
 
     covered = set()
+    custom_rules = set()
     for rule in hook["rules"]:
         check(set(rule["operations"]) >= {"CREATE", "UPDATE"}, f"{name}: rule {rule} must cover CREATE and UPDATE")
-        check(rule.get("apiVersions") == ["v1"], f"{name}: rule {rule} must be for v1")
+        built_in = all((g, r) in POD_TEMPLATE_RESOURCES for g in rule["apiGroups"] for r in rule["resources"])
+        if built_in:
+            check(rule.get("apiVersions") == ["v1"], f"{name}: rule {rule} must be for v1")
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 covered.add((group, resource))
+                if not built_in:
+                    for version in rule["apiVersions"]:
+                        custom_rules.add(f"{group}/{version}/{resource}")
     missing = POD_TEMPLATE_RESOURCES - covered
     check(not missing, f"{name}: rules miss {sorted(missing)}")
+    # Custom kinds: the rules beyond the built-in ones are exactly the configuration's
+    # workloads.custom (a kind configured without a rule would never be sent; a rule without
+    # configuration would be admitted as a kind without pods).
+    config_map = next(d for d in find(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config"))
+    rendered = yaml.safe_load(config_map["data"]["config.yaml"]) or {}
+    configured = {
+        f"{c['group']}/{c.get('version', '*')}/{c['resource']}"
+        for c in (rendered.get("workloads") or {}).get("custom") or []
+    }
+    check(custom_rules == configured, f"{name}: custom rules {sorted(custom_rules)} != workloads.custom {sorted(configured)}")
+    check(custom_rules == set(args.custom), f"{name}: custom rules {sorted(custom_rules)} != expected {sorted(args.custom)}")
     check(("", "pods/ephemeralcontainers") in covered, f"{name}: pods/ephemeralcontainers rule missing")
 
     service = hook["clientConfig"]["service"]
@@ -189,7 +206,7 @@ def cmd_webhook(args: argparse.Namespace) -> None:
         doc_annotations = doc.get("metadata", {}).get("annotations") or {}
         for helm_hook in ("helm.sh/hook", "helm.sh/resource-policy"):
             check(helm_hook not in doc_annotations, f"{doc['kind']}/{doc['metadata']['name']}: {helm_hook} would survive helm uninstall")
-    print(f"webhook {name}: {args.failure_policy}, {args.timeout}s, {len(covered)} resources, excludes {sorted(excluded)}")
+    print(f"webhook {name}: {args.failure_policy}, {args.timeout}s, {len(covered)} resources, custom {sorted(custom_rules)}, excludes {sorted(excluded)}")
 
 
 # --- rbac ----------------------------------------------------------------------------------
@@ -618,6 +635,8 @@ def main() -> None:
     p.add_argument("--exclude", nargs="*", default=[])
     p.add_argument("--cert-mode", default="selfManaged")
     p.add_argument("--match-conditions", type=int, default=0)
+    p.add_argument("--custom", nargs="*", default=[], metavar="GROUP/VERSION/RESOURCE",
+                   help="custom workload rules expected (version * for every version)")
     p = sub.add_parser("rbac")
     p.add_argument("file")
     p.add_argument("--none", action="store_true")

@@ -13,6 +13,7 @@ mod audit_with_mocked_apiserver;
 mod cert_rotation_with_mocked_apiserver;
 mod cli;
 mod https_server;
+mod image_sites;
 mod leader_election_with_mocked_apiserver;
 mod lifecycle_on_loopback;
 mod notation_envelopes;

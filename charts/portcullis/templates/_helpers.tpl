@@ -98,11 +98,28 @@ app.kubernetes.io/part-of: portcullis
 {{- end }}
 
 {{/*
+The custom workload kinds, as a JSON list: `config.workloads.custom` and `workloads.custom`
+together, so the configuration and the webhook rules always name the same kinds.
+*/}}
+{{- define "portcullis.customWorkloads" -}}
+{{- $configured := ((.Values.config | default dict).workloads | default dict).custom | default list }}
+{{- $extra := (.Values.workloads | default dict).custom | default list }}
+{{- toJson (concat $configured $extra | uniq) }}
+{{- end }}
+
+{{/*
 The configuration file: `.Values.config` as given, plus what the chart knows: every namespace the
-webhook excludes is also excluded in the configuration, and the policies ConfigMap is a Rego path.
+webhook excludes is also excluded in the configuration, the policies ConfigMap is a Rego path, and
+`workloads.custom` joins `workloads.custom` of the configuration.
 */}}
 {{- define "portcullis.config" -}}
 {{- $config := deepCopy (.Values.config | default dict) }}
+{{- $custom := include "portcullis.customWorkloads" . | fromJsonArray }}
+{{- if $custom }}
+{{- $workloads := $config.workloads | default dict }}
+{{- $_ := set $workloads "custom" $custom }}
+{{- $_ := set $config "workloads" $workloads }}
+{{- end }}
 {{- $exclude := $config.exclude | default dict }}
 {{- $namespaces := concat ($exclude.namespaces | default list) (include "portcullis.excludedNamespaces" . | fromJsonArray) | uniq }}
 {{- $_ := set $exclude "namespaces" $namespaces }}
