@@ -113,7 +113,13 @@ pub async fn handle_with_priority(
     timeout: Option<Duration>,
     priority: crate::evidence::Priority,
 ) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
-    handle_by(engine, body, Instant::now() + engine.budget(timeout), priority).await
+    handle_by(
+        engine,
+        body,
+        Instant::now() + engine.budget(timeout),
+        priority,
+    )
+    .await
 }
 
 /// As [`handle_with_priority`], with the deadline already fixed: the server starts the clock

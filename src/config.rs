@@ -921,10 +921,7 @@ impl Config {
             );
         }
         if limits.max_connections == 0 {
-            problem(
-                "limits.maxConnections".into(),
-                "must be at least 1".into(),
-            );
+            problem("limits.maxConnections".into(), "must be at least 1".into());
         }
         if limits.max_images_per_object == 0 {
             problem(
@@ -1411,7 +1408,13 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_refused_and_says_how_to_get_defaults() {
-        for text in ["", "  \n\t\n", "# nothing yet\n  # still nothing\n", "---\n", "null\n"] {
+        for text in [
+            "",
+            "  \n\t\n",
+            "# nothing yet\n  # still nothing\n",
+            "---\n",
+            "null\n",
+        ] {
             let err = LoadedConfig::from_yaml(text, "cm.yaml").err();
             assert!(
                 matches!(&err, Some(ConfigError::Empty { origin }) if origin == "cm.yaml"),

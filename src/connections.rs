@@ -365,7 +365,11 @@ mod tests {
             Some((accepted + timeouts.header, "header-timeout"))
         );
         let busy = Busy::begin(clock.clone());
-        assert_eq!(clock.deadline(), None, "a request in progress has its own deadline");
+        assert_eq!(
+            clock.deadline(),
+            None,
+            "a request in progress has its own deadline"
+        );
         tokio::time::advance(Duration::from_secs(30)).await;
         drop(busy);
         let idle_since = Instant::now();

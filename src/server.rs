@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
 use axum::body::Bytes;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,10 +50,9 @@ impl AppState {
         metrics.set_config_identity(engine.identity());
         metrics.rego_policies.set(rego_policy_count(&engine));
         // Validation keeps the bound at most 1 GiB, far below Semaphore::MAX_PERMITS.
-        let body_bytes_bound =
-            usize::try_from(engine.config().limits.max_buffered_request_bytes)
-                .unwrap_or(usize::MAX)
-                .min(Semaphore::MAX_PERMITS);
+        let body_bytes_bound = usize::try_from(engine.config().limits.max_buffered_request_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
             engine: ArcSwap::from_pointee(engine),
             metrics,
@@ -291,15 +290,18 @@ async fn validate(
         return BodyError::TooLarge(format!("{length} bytes"), limit).answer(&state);
     }
     // The permit is held until the answer is built: the body's bytes live that long.
-    let (body, _held) = match read_body(&state, body, limit, declared, deadline, budget).await
-    {
+    let (body, _held) = match read_body(&state, body, limit, declared, deadline, budget).await {
         Ok(read) => read,
         Err(err) => return err.answer(&state),
     };
     state.metrics.in_flight.inc();
-    let result =
-        admission::handle_by(&engine, &body, deadline, crate::evidence::Priority::Admission)
-            .await;
+    let result = admission::handle_by(
+        &engine,
+        &body,
+        deadline,
+        crate::evidence::Priority::Admission,
+    )
+    .await;
     state.metrics.in_flight.dec();
     match result {
         Ok((review, verdict)) => {
