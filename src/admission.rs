@@ -44,7 +44,7 @@ impl AdmissionError {
     }
 }
 
-/// The JSON body of a 400/413 answer.
+/// The JSON body of an HTTP error answer (400, 408, 413, 503).
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
     pub error: String,
@@ -113,6 +113,23 @@ pub async fn handle_with_priority(
     timeout: Option<Duration>,
     priority: crate::evidence::Priority,
 ) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
+    handle_by(
+        engine,
+        body,
+        Instant::now() + engine.budget(timeout),
+        priority,
+    )
+    .await
+}
+
+/// As [`handle_with_priority`], with the deadline already fixed: the server starts the clock
+/// when the request's headers arrive, so the time its body took is not given again.
+pub async fn handle_by(
+    engine: &Engine,
+    body: &[u8],
+    deadline: Instant,
+    priority: crate::evidence::Priority,
+) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
     let started = Instant::now();
     let request = parse(body)?;
     let span = tracing::info_span!(
@@ -125,7 +142,6 @@ pub async fn handle_with_priority(
         dry_run = request.dry_run,
         verdict = tracing::field::Empty,
     );
-    let deadline = started + engine.budget(timeout);
     let verdict = engine
         .review(&request, deadline, priority)
         .instrument(span.clone())

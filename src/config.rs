@@ -16,6 +16,13 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("default-config.yaml");
 /// but an UPDATE carries two copies of the object plus metadata.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 7 * 1024 * 1024;
 
+/// Default bound on the bytes of request bodies held in memory at once, over every
+/// connection: four bodies of the largest size, or thousands of ordinary (10–50 KiB) reviews.
+pub const DEFAULT_MAX_BUFFERED_REQUEST_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The largest `limits.maxBufferedRequestBytes` (the byte semaphore counts in `u32`).
+pub const MAX_BUFFERED_REQUEST_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Errors found while reading or validating a configuration. Each names where it was found.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,6 +38,14 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    #[error(
+        "{origin}: the configuration is empty (nothing but whitespace or comments). An empty \
+         file (or ConfigMap value) is refused because it would silently run without any image \
+         policy or trusted registry. For the embedded default configuration, omit --config \
+         (and PORTCULLIS_CONFIG); for the built-in default of every key, say so explicitly \
+         with `{{}}` or write the keys you mean (e.g. `mode: enforce`)"
+    )]
+    Empty { origin: String },
     #[error("{origin}: {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - `{}`: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"))]
     Invalid {
         origin: String,
@@ -186,6 +201,28 @@ pub struct Limits {
     /// How long before the API server's deadline the answer must be on its way.
     #[serde(default = "default_timeout_margin_millis")]
     pub timeout_margin_millis: u64,
+    /// Bytes of request bodies held in memory at once, over all connections (read at
+    /// start-up). A body that would go over gets HTTP 503 at once instead of being buffered.
+    #[serde(default = "default_max_buffered_request_bytes")]
+    pub max_buffered_request_bytes: u64,
+    /// A request's head (request line and headers) must arrive within this long of its first
+    /// byte; a new connection's first head (and its TLS handshake) within this long of the
+    /// connection being accepted. Slower clients are disconnected.
+    #[serde(default = "default_header_read_timeout_millis")]
+    pub header_read_timeout_millis: u64,
+    /// A keep-alive connection with no request for this long is closed. Longer than the API
+    /// server's own idle timeout (90 s), so that the client, not the server, closes first and
+    /// no request is ever sent on a connection the server is closing.
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+    /// Open connections on the webhook port (read at start-up). At the limit, new connections
+    /// wait in the listen backlog until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Images (containers, init and ephemeral containers) in one object; an object with more
+    /// is denied (rule `max-images`) before any registry is asked.
+    #[serde(default = "default_max_images_per_object")]
+    pub max_images_per_object: u32,
 }
 
 impl Default for Limits {
@@ -194,6 +231,11 @@ impl Default for Limits {
             max_request_bytes: default_max_request_bytes(),
             default_timeout_seconds: default_timeout_seconds(),
             timeout_margin_millis: default_timeout_margin_millis(),
+            max_buffered_request_bytes: default_max_buffered_request_bytes(),
+            header_read_timeout_millis: default_header_read_timeout_millis(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
+            max_connections: default_max_connections(),
+            max_images_per_object: default_max_images_per_object(),
         }
     }
 }
@@ -206,6 +248,21 @@ fn default_timeout_seconds() -> u64 {
 }
 fn default_timeout_margin_millis() -> u64 {
     500
+}
+fn default_max_buffered_request_bytes() -> u64 {
+    DEFAULT_MAX_BUFFERED_REQUEST_BYTES
+}
+fn default_header_read_timeout_millis() -> u64 {
+    10_000
+}
+fn default_idle_timeout_seconds() -> u64 {
+    120
+}
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_max_images_per_object() -> u32 {
+    100
 }
 
 /// How to reach one registry (used by the registry evidence layer).
@@ -816,8 +873,19 @@ impl LoadedConfig {
 }
 
 fn parse_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    // An empty file is an empty mapping: every key takes its default.
-    let text = if text.trim().is_empty() { "{}" } else { text };
+    // An empty file is far more often a mistake (an empty ConfigMap value, a failed template)
+    // than a wish for defaults, and its defaults have no image policy: refuse it. Comments
+    // and whitespace only, or a bare `null`, parse to a null document.
+    if text.trim().is_empty()
+        || matches!(
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text),
+            Ok(serde_yaml_ng::Value::Null)
+        )
+    {
+        return Err(ConfigError::Empty {
+            origin: origin.to_owned(),
+        });
+    }
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let key = err.path().to_string();
@@ -864,6 +932,47 @@ impl Config {
                 "limits.timeoutMarginMillis".into(),
                 "must be shorter than limits.defaultTimeoutSeconds, or no review could finish"
                     .into(),
+            );
+        }
+        let limits = &self.limits;
+        if limits.max_buffered_request_bytes < limits.max_request_bytes
+            || limits.max_buffered_request_bytes > MAX_BUFFERED_REQUEST_BYTES
+        {
+            problem(
+                "limits.maxBufferedRequestBytes".into(),
+                format!(
+                    "{} must be at least limits.maxRequestBytes ({}), or a body of the largest \
+                     size could never be read, and at most {MAX_BUFFERED_REQUEST_BYTES}",
+                    limits.max_buffered_request_bytes, limits.max_request_bytes
+                ),
+            );
+        }
+        if !(100..=60_000).contains(&limits.header_read_timeout_millis) {
+            problem(
+                "limits.headerReadTimeoutMillis".into(),
+                format!(
+                    "{} must be between 100 and 60000",
+                    limits.header_read_timeout_millis
+                ),
+            );
+        }
+        if !(1..=3600).contains(&limits.idle_timeout_seconds) {
+            problem(
+                "limits.idleTimeoutSeconds".into(),
+                format!(
+                    "{} must be between 1 and 3600 (above 90, the API server's own idle \
+                     timeout, is best)",
+                    limits.idle_timeout_seconds
+                ),
+            );
+        }
+        if limits.max_connections == 0 {
+            problem("limits.maxConnections".into(), "must be at least 1".into());
+        }
+        if limits.max_images_per_object == 0 {
+            problem(
+                "limits.maxImagesPerObject".into(),
+                "must be at least 1".into(),
             );
         }
         for (i, ns) in self.exclude.namespaces.iter().enumerate() {
@@ -1500,11 +1609,57 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_file_takes_every_default() {
-        let loaded = LoadedConfig::from_yaml("", "empty").ok();
+    fn an_explicit_empty_mapping_takes_every_default() {
+        let loaded = LoadedConfig::from_yaml("{}\n", "defaults").ok();
         let config = loaded.map(|l| l.config);
         assert_eq!(config.as_ref().map(|c| c.mode), Some(Mode::Enforce));
         assert_eq!(config.as_ref().map(|c| c.on_error), Some(OnError::Deny));
+        let limits = config.map(|c| c.limits).unwrap_or_default();
+        assert_eq!(limits.max_buffered_request_bytes, 32 * 1024 * 1024);
+        assert_eq!(limits.header_read_timeout_millis, 10_000);
+        assert_eq!(limits.idle_timeout_seconds, 120);
+        assert_eq!(limits.max_connections, 1024);
+        assert_eq!(limits.max_images_per_object, 100);
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_and_says_how_to_get_defaults() {
+        for text in [
+            "",
+            "  \n\t\n",
+            "# nothing yet\n  # still nothing\n",
+            "---\n",
+            "null\n",
+        ] {
+            let err = LoadedConfig::from_yaml(text, "cm.yaml").err();
+            assert!(
+                matches!(&err, Some(ConfigError::Empty { origin }) if origin == "cm.yaml"),
+                "{text:?}: {err:?}"
+            );
+            let message = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains("omit --config"), "{message}");
+            assert!(message.contains("`{}`"), "{message}");
+        }
+    }
+
+    #[test]
+    fn guard_limits_are_validated() {
+        let yaml = "limits: {maxRequestBytes: 2048, maxBufferedRequestBytes: 1024, \
+                    headerReadTimeoutMillis: 0, idleTimeoutSeconds: 0, maxConnections: 0, \
+                    maxImagesPerObject: 0}\n";
+        let text = LoadedConfig::from_yaml(yaml, "t")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        for key in [
+            "limits.maxBufferedRequestBytes",
+            "limits.headerReadTimeoutMillis",
+            "limits.idleTimeoutSeconds",
+            "limits.maxConnections",
+            "limits.maxImagesPerObject",
+        ] {
+            assert!(text.contains(key), "{key} missing: {text}");
+        }
     }
 
     #[test]
@@ -1627,7 +1782,7 @@ mod tests {
 
     #[test]
     fn evidence_defaults_are_documented_values() {
-        let config = LoadedConfig::from_yaml("", "t").map(|l| l.config).ok();
+        let config = LoadedConfig::from_yaml("{}", "t").map(|l| l.config).ok();
         let evidence = config.map(|c| c.evidence).unwrap_or_default();
         assert_eq!(evidence.platform, "linux/amd64");
         assert_eq!(evidence.tag_ttl_seconds, 60);

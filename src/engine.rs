@@ -43,6 +43,9 @@ use crate::workload::{self, PodView};
 /// Rule id for requests that cannot be judged at all (no object, malformed pod spec).
 pub const RULE_ADMISSION_REQUEST: &str = "admission-request";
 
+/// Rule id for objects with more images than `limits.maxImagesPerObject`.
+pub const RULE_MAX_IMAGES: &str = "max-images";
+
 /// The engine could not be built from a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -279,11 +282,44 @@ impl Engine {
                 ))],
             );
         };
+        // Load shedding: a review that could not even start before its deadline (the body
+        // arrived late, or the workers were saturated) is answered at once with the onError
+        // outcome; judging it now would only produce an answer nobody waits for.
+        if Instant::now() >= deadline {
+            return Verdict::on_error(
+                &context,
+                self.loaded.config.on_error,
+                "the review could not start before the API server's deadline (portcullis is \
+                 overloaded or the request arrived too slowly)",
+            );
+        }
         let pod = match self.kinds.extract(group, version, kind, &object.data) {
             Ok(Some(pod)) => pod,
             Ok(None) => return Verdict::skipped(self.identity()),
             Err(err) => return Verdict::decide(&context, vec![request_finding(err.to_string())]),
         };
+        // Every image may cost registry requests: bound them before any is made. Like an
+        // over-size body, this is a guard, so it denies in every mode.
+        let max_images = self.loaded.config.limits.max_images_per_object;
+        let images = pod.containers.len() + pod.image_volumes.len();
+        if images > usize::try_from(max_images).unwrap_or(usize::MAX) {
+            return Verdict::decide(
+                &context,
+                vec![Finding {
+                    rule: RULE_MAX_IMAGES.into(),
+                    subject: Subject::Pod,
+                    found: format!(
+                        "{images} images (containers, init and ephemeral containers, image \
+                         volumes), more than the limit of {max_images} (limits.maxImagesPerObject)"
+                    ),
+                    fix: format!(
+                        "split the workload into objects of at most {max_images} images, \
+                         or raise limits.maxImagesPerObject in portcullis's configuration"
+                    ),
+                    mode: Mode::Enforce,
+                }],
+            );
+        }
         let old_pod = match (&request.operation, &request.old_object) {
             (Operation::Update, Some(old)) => self
                 .kinds

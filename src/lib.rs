@@ -10,6 +10,7 @@ pub mod cert_rotation;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod decision;
 pub mod engine;

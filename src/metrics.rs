@@ -78,6 +78,13 @@ pub struct Metrics {
     pub policy_report_writes: Family<ResultLabels, Counter>,
     pub certificate_not_after: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub certificate_checks: Family<ResultLabels, Counter>,
+    /// Open connections on the webhook port (bounded by `limits.maxConnections`).
+    pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Connections closed by a guard, by reason (`handshake-timeout`, `header-timeout`,
+    /// `idle-timeout`).
+    pub closed_connections: Family<ReasonLabels, Counter>,
+    /// Bytes of request bodies held now (bounded by `limits.maxBufferedRequestBytes`).
+    pub buffered_request_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -110,7 +117,7 @@ impl Metrics {
         let rejected_requests = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "rejected_requests",
-            "Requests answered with HTTP 400 or 413, by reason",
+            "Requests answered with an HTTP error (400, 408, 413, 503), by reason",
             rejected_requests.clone(),
         );
         let config_reloads = Family::<ResultLabels, Counter>::default();
@@ -185,8 +192,29 @@ impl Metrics {
             "Checks of the self-managed certificate (--cert-secret), by result (fresh, rotated, lost-race, failed)",
             certificate_checks.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Open connections on the webhook port",
+            open_connections.clone(),
+        );
+        let closed_connections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "guard_closed_connections",
+            "Webhook connections closed by a guard (handshake, header or idle timeout), by reason",
+            closed_connections.clone(),
+        );
+        let buffered_request_bytes = Gauge::default();
+        registry.register(
+            "buffered_request_bytes",
+            "Bytes of request bodies being read or judged now",
+            buffered_request_bytes.clone(),
+        );
         Self {
             registry,
+            open_connections,
+            closed_connections,
+            buffered_request_bytes,
             rejudge_leader,
             certificate_not_after,
             certificate_checks,
@@ -292,6 +320,14 @@ impl Metrics {
 
     pub fn record_rejected(&self, reason: &str) {
         self.rejected_requests
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn record_closed_connection(&self, reason: &str) {
+        self.closed_connections
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })

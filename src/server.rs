@@ -1,6 +1,7 @@
 //! The HTTP side: the TLS webhook router (`POST /validate`), the plain-HTTP probe router
-//! (`/healthz`, `/readyz`, `/metrics`), body limits, the API server's `?timeout=`, hot reload
-//! of configuration and certificates, and graceful drain.
+//! (`/healthz`, `/readyz`, `/metrics`), body limits and the bound on buffered bodies, the API
+//! server's `?timeout=` (which also bounds reading the body), hot reload of configuration and
+//! certificates, and graceful drain. Connections themselves are in `connections`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,12 +13,14 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{self, ErrorBody};
 use crate::config::LoadedConfig;
@@ -35,6 +38,10 @@ pub struct AppState {
     engine: ArcSwap<Engine>,
     pub metrics: Metrics,
     ready: AtomicBool,
+    /// One permit per byte of request body held in memory (`limits.maxBufferedRequestBytes`,
+    /// read at start-up).
+    body_bytes: Arc<Semaphore>,
+    body_bytes_bound: usize,
 }
 
 impl AppState {
@@ -42,11 +49,23 @@ impl AppState {
         let metrics = Metrics::new();
         metrics.set_config_identity(engine.identity());
         metrics.rego_policies.set(rego_policy_count(&engine));
+        // Validation keeps the bound at most 1 GiB, far below Semaphore::MAX_PERMITS.
+        let body_bytes_bound = usize::try_from(engine.config().limits.max_buffered_request_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
             engine: ArcSwap::from_pointee(engine),
             metrics,
             ready: AtomicBool::new(false),
+            body_bytes: Arc::new(Semaphore::new(body_bytes_bound)),
+            body_bytes_bound,
         })
+    }
+
+    /// Bytes of request bodies held now.
+    pub fn buffered_body_bytes(&self) -> usize {
+        self.body_bytes_bound
+            .saturating_sub(self.body_bytes.available_permits())
     }
 
     /// The engine in force now.
@@ -103,6 +122,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state
+        .metrics
+        .buffered_request_bytes
+        .set(i64::try_from(state.buffered_body_bytes()).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,
@@ -124,6 +147,119 @@ fn error_response(
     (status, axum::Json(ErrorBody { error, reason })).into_response()
 }
 
+/// As [`error_response`], for answers given before the body was read to its end: the
+/// connection cannot carry another request, so the client is told to close it.
+fn closing_error_response(
+    state: &AppState,
+    status: StatusCode,
+    reason: &'static str,
+    error: String,
+) -> Response {
+    let mut response = error_response(state, status, reason, error);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the body ({0}) exceeds the {1}-byte limit (limits.maxRequestBytes)")]
+    TooLarge(String, u64),
+    #[error(
+        "the server already holds {held} bytes of request bodies and this one would go over \
+         the {bound}-byte bound (limits.maxBufferedRequestBytes); retry, or raise the bound"
+    )]
+    Overloaded { held: usize, bound: usize },
+    #[error(
+        "the body did not arrive within the request's deadline ({0:?}, from ?timeout= less \
+         limits.timeoutMarginMillis)"
+    )]
+    Deadline(Duration),
+    #[error("cannot read the body: {0}")]
+    Read(#[source] axum::Error),
+}
+
+impl BodyError {
+    fn answer(&self, state: &AppState) -> Response {
+        let (status, reason) = match self {
+            BodyError::TooLarge(..) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+            BodyError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            BodyError::Deadline(_) => (StatusCode::REQUEST_TIMEOUT, "body-timeout"),
+            BodyError::Read(_) => (StatusCode::BAD_REQUEST, "body-read"),
+        };
+        closing_error_response(state, status, reason, self.to_string())
+    }
+}
+
+/// Reads a body of at most `limit` bytes before `deadline`, holding one permit of `state`'s
+/// byte semaphore per byte: a declared length is reserved before anything is read, a
+/// streamed body chunk by chunk. Over the bound it fails at once instead of waiting, so
+/// stalled bodies can never hold more memory than the bound.
+async fn read_body(
+    state: &AppState,
+    body: Body,
+    limit: u64,
+    declared: Option<u64>,
+    deadline: tokio::time::Instant,
+    budget: Duration,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut reserved = 0usize;
+    let reserve = |held: &mut Option<OwnedSemaphorePermit>, bytes: usize| {
+        let overloaded = || BodyError::Overloaded {
+            held: state.buffered_body_bytes(),
+            bound: state.body_bytes_bound,
+        };
+        let permits = u32::try_from(bytes).map_err(|_| overloaded())?;
+        let permit = state
+            .body_bytes
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| overloaded())?;
+        match held {
+            Some(held) => held.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    };
+    if let Some(length) = declared {
+        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        reserve(&mut held, length)?;
+        reserved = length;
+    }
+    let read = async {
+        let mut body = body;
+        let mut collected = Vec::with_capacity(reserved);
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+                continue; // trailers carry nothing portcullis reads
+            };
+            let total = collected.len().saturating_add(data.len());
+            if u64::try_from(total).unwrap_or(u64::MAX) > limit {
+                return Err(BodyError::TooLarge("streamed".into(), limit));
+            }
+            if total > reserved {
+                reserve(&mut held, total - reserved)?;
+                reserved = total;
+            }
+            collected.extend_from_slice(&data);
+        }
+        Ok(Bytes::from(collected))
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(bytes)) => Ok((bytes, held)),
+        Ok(Err(err)) => Err(err),
+        Err(_elapsed) => Err(BodyError::Deadline(budget)),
+    }
+}
+
 async fn validate(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
@@ -133,43 +269,6 @@ async fn validate(
     let started = Instant::now();
     let engine = state.engine();
     let limit = engine.config().limits.max_request_bytes;
-    let too_large = |size: String| {
-        format!("the body ({size}) exceeds the {limit}-byte limit (limits.maxRequestBytes)")
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = declared.filter(|length| *length > limit) {
-        return error_response(
-            &state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            too_large(format!("{length} bytes")),
-        );
-    }
-    let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            return error_response(
-                &state,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                too_large("streamed".into()),
-            );
-        }
-        Err(err) => {
-            return error_response(
-                &state,
-                StatusCode::BAD_REQUEST,
-                "body-read",
-                format!("cannot read the body: {err}"),
-            );
-        }
-    };
     let timeout = query
         .get("timeout")
         .and_then(|t| match parse_go_duration(t) {
@@ -179,8 +278,30 @@ async fn validate(
                 None
             }
         });
+    // The clock starts with the request's head: reading the body spends the same budget as
+    // judging it, so a slow body cannot push the answer past the API server's deadline.
+    let budget = engine.budget(timeout);
+    let deadline = tokio::time::Instant::now() + budget;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|length| *length > limit) {
+        return BodyError::TooLarge(format!("{length} bytes"), limit).answer(&state);
+    }
+    // The permit is held until the answer is built: the body's bytes live that long.
+    let (body, _held) = match read_body(&state, body, limit, declared, deadline, budget).await {
+        Ok(read) => read,
+        Err(err) => return err.answer(&state),
+    };
     state.metrics.in_flight.inc();
-    let result = admission::handle(&engine, &body, timeout).await;
+    let result = admission::handle_by(
+        &engine,
+        &body,
+        deadline,
+        crate::evidence::Priority::Admission,
+    )
+    .await;
     state.metrics.in_flight.dec();
     match result {
         Ok((review, verdict)) => {
@@ -293,8 +414,9 @@ pub enum TlsSource {
 pub struct ServeOptions {
     pub config_path: Option<PathBuf>,
     pub tls: TlsSource,
-    /// How long to keep answering, unready, after SIGTERM before closing (lets endpoints
-    /// controllers take the pod out of the Service first).
+    /// How long to keep answering, unready and with `Connection: close`, after SIGTERM
+    /// before closing (lets endpoints controllers take the pod out of the Service first, and
+    /// clients move their keep-alive connections to other replicas).
     pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish once closing.
     pub drain_timeout: Duration,
@@ -322,10 +444,11 @@ pub struct Running {
     pub webhook_addr: SocketAddr,
     pub probe_addr: SocketAddr,
     pub state: Arc<AppState>,
-    handle: axum_server::Handle<SocketAddr>,
+    stop_accepting: tokio::sync::watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
     probe_stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    probe_server: tokio::task::JoinHandle<std::io::Result<()>>,
     options: ServeOptions,
 }
 
@@ -388,63 +511,77 @@ pub async fn start(
     probe.set_nonblocking(true)?;
     let webhook_addr = webhook.local_addr()?;
     let probe_addr = probe.local_addr()?;
-    let handle = axum_server::Handle::new();
-    let webhook_server = axum_server::from_tcp_rustls(webhook, rustls)?
-        .handle(handle.clone())
-        .serve(webhook_router(state.clone()).into_make_service());
+    let max_connections =
+        usize::try_from(state.engine().config().limits.max_connections).unwrap_or(usize::MAX);
+    let (stop_accepting, stop) = tokio::sync::watch::channel(false);
+    let accepting = tokio::spawn(crate::connections::accept(
+        tokio::net::TcpListener::from_std(webhook)?,
+        rustls,
+        webhook_router(state.clone()),
+        state.clone(),
+        Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+        stop,
+    ));
     let (probe_stop, mut probe_stopped) = tokio::sync::watch::channel(false);
     let probe_listener = tokio::net::TcpListener::from_std(probe)?;
     let probe_server = axum::serve(probe_listener, probe_router(state.clone()))
         .with_graceful_shutdown(async move {
             let _ = probe_stopped.wait_for(|stop| *stop).await;
         });
-    let servers = vec![
-        tokio::spawn(webhook_server),
-        tokio::spawn(async move { probe_server.await }),
-    ];
+    let probe_server = tokio::spawn(async move { probe_server.await });
     state.set_ready(true);
     tracing::info!(%webhook_addr, %probe_addr, config = state.engine().identity(), "portcullis is serving");
     Ok(Running {
         webhook_addr,
         probe_addr,
         state,
-        handle,
+        stop_accepting,
+        accepting,
         probe_stop,
         tasks,
-        servers,
+        probe_server,
         options,
     })
 }
 
 impl Running {
-    /// Graceful drain: unready at once, keep answering for the shutdown delay, then stop
-    /// accepting and let in-flight requests finish (bounded by the drain timeout).
+    /// Graceful drain that loses no request: unready at once (probes answer 503 and every
+    /// HTTP/1 answer says `Connection: close`, so clients move to other replicas as soon as
+    /// their next request is answered) while requests keep being served for the shutdown
+    /// delay; then the listener closes, idle connections are closed, and requests in flight
+    /// finish (bounded by the drain timeout).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.state.set_ready(false);
         tracing::info!(delay = ?self.options.shutdown_delay, "draining: marked unready");
         tokio::time::sleep(self.options.shutdown_delay).await;
-        self.handle
-            .graceful_shutdown(Some(self.options.drain_timeout));
+        let _ = self.stop_accepting.send(true);
+        let mut first_error = None;
+        match self.accepting.await {
+            Ok(connections) => {
+                let open = connections.count();
+                tracing::info!(open, timeout = ?self.options.drain_timeout, "stopped accepting; finishing requests in flight");
+                if tokio::time::timeout(self.options.drain_timeout, connections.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(timeout = ?self.options.drain_timeout, "requests still in flight when the drain timeout ended");
+                }
+            }
+            Err(join) => {
+                first_error.get_or_insert(ServeError::Io(std::io::Error::other(join)));
+            }
+        }
         for task in &self.tasks {
             task.abort();
         }
-        let mut first_error = None;
-        if let Some(webhook) = self.servers.first() {
-            // Wait for the webhook port to finish in-flight work before closing probes.
-            while !webhook.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
         let _ = self.probe_stop.send(true);
-        for server in self.servers {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    first_error.get_or_insert(ServeError::Io(err));
-                }
-                Err(join) => {
-                    first_error.get_or_insert(ServeError::Io(std::io::Error::other(join)));
-                }
+        match self.probe_server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                first_error.get_or_insert(ServeError::Io(err));
+            }
+            Err(join) => {
+                first_error.get_or_insert(ServeError::Io(std::io::Error::other(join)));
             }
         }
         tracing::info!("portcullis stopped");

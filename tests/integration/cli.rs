@@ -196,6 +196,42 @@ fn config_validate_names_the_key_path_of_every_problem() {
 }
 
 #[test]
+fn an_empty_configuration_is_refused_by_config_validate_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    for text in [
+        "",
+        "\n   \n",
+        "# portcullis configuration\n# (to be written)\n",
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let path = path.display().to_string();
+        for args in [
+            vec!["config", "validate", path.as_str()],
+            vec![
+                "serve",
+                "--config",
+                path.as_str(),
+                "--listen",
+                "127.0.0.1:0",
+                "--probe-listen",
+                "127.0.0.1:0",
+            ],
+        ] {
+            let output = run(&args);
+            assert_eq!(output.status.code(), Some(2), "{args:?} on {text:?}");
+            let message = stderr(&output);
+            assert!(message.contains("the configuration is empty"), "{message}");
+            assert!(message.contains("omit --config"), "{message}");
+        }
+    }
+    // Asking for the built-in defaults explicitly is fine.
+    std::fs::write(&path, "{}\n").unwrap();
+    let output = run(&["config", "validate", &path.display().to_string()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
 fn serve_with_a_bad_configuration_exits_2_before_binding_any_port() {
     // Hold the port: if serve tried to bind first it would fail with a bind error (exit 1).
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

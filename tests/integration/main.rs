@@ -27,6 +27,7 @@ mod registry_on_loopback;
 mod rego_policies;
 mod rejudge;
 mod scans_and_lifecycle;
+mod server_guards;
 mod sigstore_bundles;
 mod trivy_operator_with_mocked_apiserver;
 mod tuf_refresh;
