@@ -25,6 +25,7 @@ use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
 use crate::evidence::{
     EvidenceError, EvidenceSource, GatherContext, ImageEvidence, Priority, SignatureEvidence,
 };
+use crate::manifests::ManifestObject;
 use crate::reference::{ImageGlobs, ImageRef};
 use crate::scan::attestation::{VULN_PREDICATE_TYPE, report_from_vuln_predicate};
 use crate::scan::{ScanReport, ScanSource, ScanSummary};
@@ -73,6 +74,74 @@ struct ImageReport {
     scan: Option<ScanView>,
     /// Things admission would add as warnings (stale tag resolution, no platform image, ...).
     notes: Vec<String>,
+    /// What the webhook answers for a minimal Pod running only this image: every rule,
+    /// including each image policy's vulnerability and lifecycle rules and Rego.
+    admission: Option<AdmissionView>,
+}
+
+/// The webhook's verdict on [`probe_pod`] for one image.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdmissionView {
+    allowed: bool,
+    /// `allowed`, `denied`, `warned`, `skipped`, ...
+    outcome: String,
+    findings: Vec<AdmissionFinding>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdmissionFinding {
+    rule: String,
+    mode: &'static str,
+    found: String,
+    fix: String,
+    /// Whether it comes from an image policy (signature, attestation, vulnerability, scan,
+    /// lifecycle): those make the image unsatisfied. Others (pod-level rules, Rego) are judged
+    /// on the minimal pod and may not apply to the real workload.
+    image_policy: bool,
+}
+
+/// Rules an image policy produces: a finding of one of them means the image does not satisfy
+/// its policies, whatever the rest of a workload looks like.
+const IMAGE_POLICY_RULES: &[&str] = &[
+    crate::policy::builtin::rule::SIGNATURE,
+    crate::policy::vulnerability::RULE_VULNERABILITY,
+    crate::policy::vulnerability::RULE_SCAN_AGE,
+    crate::policy::vulnerability::RULE_SCAN_MISSING,
+    crate::policy::lifecycle::RULE_IMAGE_AGE,
+    crate::policy::lifecycle::RULE_BASE_IMAGE,
+];
+
+/// A Pod in `default` whose only container runs `image`, with a security context that meets
+/// the built-in pod rules, so that what is left is about the image.
+fn probe_pod(image: &str) -> ManifestObject {
+    ManifestObject {
+        origin: "portcullis verify".into(),
+        group: String::new(),
+        version: "v1".into(),
+        kind: "Pod".into(),
+        name: "portcullis-verify".into(),
+        namespace: "default".into(),
+        object: serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "portcullis-verify", "namespace": "default"},
+            "spec": {
+                "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "verify",
+                    "image": image,
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "allowPrivilegeEscalation": false,
+                        "privileged": false,
+                        "capabilities": {"drop": ["ALL"]}
+                    }
+                }]
+            }
+        }),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -181,6 +250,34 @@ pub(super) async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         .zip(inspected)
         .map(|(image, (policies, result))| report(image, &policies, result, config, scans.as_ref()))
         .collect();
+    let mut reports = reports;
+    // The same image judged as admission would judge it (the evidence is cached by now).
+    let probes: Vec<ManifestObject> = images.iter().map(|i| probe_pod(i.written())).collect();
+    let judged = crate::audit::judge_objects(&engine, &probes, "portcullis-verify").await?;
+    for (report, judged) in reports.iter_mut().zip(judged) {
+        if report.error.is_some() {
+            continue;
+        }
+        let findings: Vec<AdmissionFinding> = judged
+            .findings
+            .iter()
+            .map(|finding| AdmissionFinding {
+                rule: finding.rule.clone(),
+                mode: finding.mode.as_str(),
+                found: finding.found.clone(),
+                fix: finding.fix.clone(),
+                image_policy: IMAGE_POLICY_RULES.contains(&finding.rule.as_str()),
+            })
+            .collect();
+        if findings.iter().any(|f| f.image_policy) {
+            report.satisfied = false;
+        }
+        report.admission = Some(AdmissionView {
+            allowed: judged.allowed,
+            outcome: judged.outcome.as_str().to_owned(),
+            findings,
+        });
+    }
     let mut out = std::io::stdout().lock();
     let report = Report { images: reports };
     match args.output {
@@ -246,6 +343,7 @@ fn report(
         facts: None,
         scan: None,
         notes: Vec::new(),
+        admission: None,
     };
     let evidence = match result {
         None => return report,
@@ -461,12 +559,36 @@ fn write_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         for policy in &image.policies {
             write_policy(out, policy)?;
         }
+        if let Some(admission) = &image.admission {
+            write_admission(out, admission)?;
+        }
         let verdict = if image.satisfied {
             "satisfied"
         } else {
             "NOT satisfied"
         };
         writeln!(out, "  verdict      {verdict}")?;
+    }
+    Ok(())
+}
+
+fn write_admission(out: &mut impl Write, admission: &AdmissionView) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  admission    {} (a minimal Pod running only this image)",
+        admission.outcome
+    )?;
+    for finding in &admission.findings {
+        let scope = if finding.image_policy {
+            ""
+        } else {
+            " (pod-level: may not apply to your workload)"
+        };
+        writeln!(
+            out,
+            "    [{}] {} {}{scope}; fix: {}",
+            finding.mode, finding.rule, finding.found, finding.fix
+        )?;
     }
     Ok(())
 }

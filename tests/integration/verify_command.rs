@@ -252,3 +252,42 @@ fn an_unreachable_registry_exits_2_naming_the_registry() {
     );
     assert!(stdout(&output).contains("error"), "{}", stdout(&output));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_image_without_the_scan_its_policy_requires_exits_1_with_the_admission_finding() {
+    let setup = Setup::new();
+    let key = IndependentKey::generate();
+    sign_image(&setup.registry, "team/app", &setup.digest, &key).await;
+    let key_path = setup.key_file("team.pub", &key);
+    // The same policy, now also judging vulnerabilities: no report names the digest.
+    let config = std::fs::read_to_string(setup.config(&key_path)).unwrap()
+        + "    vulnerabilities:\n      maxSeverity: HIGH\n      missingScan: deny\n";
+    let config = write_file(setup.dir.path(), "with-scans.yaml", &config)
+        .display()
+        .to_string();
+    let output = setup.verify(&config, &["-o", "json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let image = &report["images"][0];
+    assert_eq!(
+        image["policies"][0]["satisfied"], true,
+        "the signature is fine"
+    );
+    assert_eq!(image["satisfied"], false);
+    let admission = &image["admission"];
+    assert_eq!(admission["allowed"], false, "{admission}");
+    let finding = admission["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "scan-missing")
+        .unwrap_or_else(|| panic!("{admission}"));
+    assert_eq!(finding["imagePolicy"], true);
+
+    // The table says so too.
+    let output = setup.verify(&config, &[]);
+    let text = stdout(&output);
+    assert!(text.contains("admission    denied"), "{text}");
+    assert!(text.contains("scan-missing"), "{text}");
+    assert!(text.contains("verdict      NOT satisfied"), "{text}");
+}
