@@ -535,3 +535,58 @@ async fn a_basic_challenge_is_answered_with_the_credential_once_through_the_refe
         3
     );
 }
+
+#[tokio::test]
+async fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_through_the_referrers_standin()
+{
+    let (registry, digest) = registry_with_image();
+    let standin = ReferrersStandin::start(&registry).await;
+    let pushed = push_referrer(
+        &standin.host,
+        REPOSITORY,
+        &digest,
+        &Artifact::of_type(SBOM, "sbom"),
+    )
+    .await;
+    standin.require_bearer_token("reader", "s3cret");
+    let client = client_for(&standin.host, 1);
+    // Without credentials the token server refuses: unauthorized, never an empty listing.
+    let anonymous = client
+        .referrers_listing(&image(&standin.host), &digest, None, &call(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(anonymous, RegistryError::Unauthorized(_)),
+        "{anonymous:?}"
+    );
+    let wrong = Call {
+        credential: Credential::Basic {
+            username: "reader".into(),
+            password: "wrong".into(),
+        },
+        ..call(10)
+    };
+    assert!(
+        client
+            .referrers_listing(&image(&standin.host), &digest, None, &wrong)
+            .await
+            .is_err()
+    );
+    let reader = Call {
+        credential: Credential::Basic {
+            username: "reader".into(),
+            password: "s3cret".into(),
+        },
+        ..call(10)
+    };
+    let tokens_before = standin.requests("GET", "/token");
+    let found = client
+        .referrers_listing(&image(&standin.host), &digest, None, &reader)
+        .await
+        .unwrap();
+    assert_eq!(digests(&found), digests_of(&[pushed]));
+    assert!(
+        standin.requests("GET", "/token") > tokens_before,
+        "the token came from the realm"
+    );
+}

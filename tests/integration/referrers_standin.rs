@@ -57,6 +57,10 @@ struct StandinState {
     /// The `Authorization` value the referrers endpoint insists on (a `Basic` challenge
     /// otherwise), if any.
     referrers_authorization: Mutex<Option<String>>,
+    /// Token mode: (the `Basic` credential `/token` wants, the token it issues). Then `/v2/`
+    /// and the referrers endpoint challenge with `Bearer realm="http://<stand-in>/token"`, as a
+    /// registry behind a token server does.
+    bearer: Mutex<Option<(String, String)>>,
     /// (repository, subject digest) → recorded descriptors, in push order.
     recorded: Mutex<HashMap<(String, String), Vec<Value>>>,
     /// `METHOD path` (no query) → requests seen.
@@ -89,6 +93,7 @@ impl ReferrersStandin {
             page_size: Mutex::new(100),
             answer: Mutex::new(StandinAnswer::Recorded),
             referrers_authorization: Mutex::new(None),
+            bearer: Mutex::new(None),
             recorded: Mutex::new(HashMap::new()),
             counts: Mutex::new(HashMap::new()),
             referrers_queries: Mutex::new(Vec::new()),
@@ -123,6 +128,19 @@ impl ReferrersStandin {
         use base64::Engine as _;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         *self.state.referrers_authorization.lock().unwrap() = Some(format!("Basic {token}"));
+    }
+
+    /// From now on `/v2/` and the referrers endpoint want a bearer token, which `GET /token`
+    /// issues for these basic credentials (a token server's flow: challenge, token, retry).
+    pub fn require_bearer_token(&self, user: &str, password: &str) {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let token = format!(
+            "standin-token-{}",
+            hex::encode(Sha256::digest(basic.as_bytes()))
+        );
+        *self.state.bearer.lock().unwrap() = Some((format!("Basic {basic}"), token.clone()));
+        *self.state.referrers_authorization.lock().unwrap() = Some(format!("Bearer {token}"));
     }
 
     /// Requests seen for `METHOD path` (exact path, no query).
@@ -183,6 +201,33 @@ async fn handle(State(state): State<Arc<StandinState>>, request: Request) -> Res
         .unwrap()
         .entry(format!("{method} {path}"))
         .or_default() += 1;
+    let bearer = state.bearer.lock().unwrap().clone();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some((basic, token)) = &bearer {
+        let challenge = format!(
+            "Bearer realm=\"http://{}/token\",service=\"referrers-standin\"",
+            state.own_host
+        );
+        if path == "/token" {
+            return if authorization.as_deref() == Some(basic.as_str()) {
+                axum::Json(json!({"token": token, "access_token": token})).into_response()
+            } else {
+                (StatusCode::UNAUTHORIZED, "bad credentials").into_response()
+            };
+        }
+        if method == "GET" && path == "/v2/" && authorization != Some(format!("Bearer {token}")) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", challenge)],
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+                .into_response();
+        }
+    }
     if method == "GET"
         && let Some((repository, subject)) = referrers_path(&path)
     {
@@ -199,9 +244,17 @@ async fn handle(State(state): State<Arc<StandinState>>, request: Request) -> Res
         if let Some(wanted) = wanted
             && given != Some(wanted.as_str())
         {
+            let challenge = if bearer.is_some() {
+                format!(
+                    "Bearer realm=\"http://{}/token\",service=\"referrers-standin\"",
+                    state.own_host
+                )
+            } else {
+                "Basic realm=\"referrers-standin\"".to_owned()
+            };
             return (
                 StatusCode::UNAUTHORIZED,
-                [("www-authenticate", "Basic realm=\"referrers-standin\"")],
+                [("www-authenticate", challenge)],
                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
             )
                 .into_response();
