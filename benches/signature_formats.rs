@@ -132,6 +132,9 @@ fn cases(runtime: &tokio::runtime::Runtime, registry: &Registry, work: &Path) ->
     sign(work, registry, &digest, "team/keyless", &[]);
     let digest = push(registry, "team/tsa", "tsa");
     sign(work, registry, &digest, "team/tsa", &["--kind", "tsa-only"]);
+    // Cosign 3 on Rekor v2: a DSSE bundle with a `dsse` 0.0.2 entry and a TSA timestamp.
+    let digest = push(registry, "team/dsse-v2", "dsse-v2");
+    sign(work, registry, &digest, "team/dsse-v2", &["--rekor", "v2"]);
     vec![
         Case {
             name: "classic .sig, key",
@@ -152,6 +155,11 @@ fn cases(runtime: &tokio::runtime::Runtime, registry: &Registry, work: &Path) ->
             name: "bundle, keyless, TSA only (tag schema)",
             config: config(registry, "team/tsa", &keyless),
             image: image("team/tsa"),
+        },
+        Case {
+            name: "bundle, keyless, Rekor v2 dsse + TSA (tag schema)",
+            config: config(registry, "team/dsse-v2", &keyless),
+            image: image("team/dsse-v2"),
         },
     ]
 }
