@@ -10,6 +10,7 @@ mod referrers_standin;
 mod registry_support;
 
 mod audit_with_mocked_apiserver;
+mod bypass_suite;
 mod cert_rotation_with_mocked_apiserver;
 mod cli;
 mod https_server;
