@@ -232,13 +232,42 @@ impl ServeChild {
     /// Starts `portcullis serve --config <config>` plus `extra` arguments; `dir` receives the
     /// CA bundle.
     pub fn start(config: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> Self {
+        let ca_out = dir.join("ca.pem");
+        let mut args: Vec<std::ffi::OsString> = vec!["--ca-out".into(), ca_out.clone().into()];
+        args.extend(extra.iter().map(Into::into));
+        Self::spawn(config, dir, &args, None)
+    }
+
+    /// As [`start`](Self::start), serving the certificate files `cert` and `key` (watched and
+    /// reloaded by the server), trusted through `ca_pem`.
+    pub fn start_with_files(
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca_pem: &str,
+    ) -> Self {
+        let args: Vec<std::ffi::OsString> = vec![
+            "--tls-cert".into(),
+            cert.into(),
+            "--tls-key".into(),
+            key.into(),
+        ];
+        Self::spawn(config, dir, &args, Some(ca_pem.to_owned()))
+    }
+
+    fn spawn(
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        extra: &[std::ffi::OsString],
+        ca_pem: Option<String>,
+    ) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--ca-out"])
-            .arg(dir.join("ca.pem"))
+            .args(["--log-format", "json"])
             .args(extra)
             .env_remove("PORTCULLIS_CONFIG")
             .env_remove("PORTCULLIS_LOG")
@@ -249,8 +278,10 @@ impl ServeChild {
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let mut addrs = None;
+        let mut said = Vec::new();
         for line in lines.by_ref() {
             let Ok(line) = line else { break };
+            said.push(line.clone());
             let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if event["message"] == "portcullis is serving" {
                 let addr = |key: &str| event[key].as_str().and_then(|a| a.parse().ok());
@@ -261,9 +292,12 @@ impl ServeChild {
         std::thread::spawn(move || for _ in lines {});
         let Some((webhook_addr, probe_addr)) = addrs else {
             let _ = child.kill();
-            unreachable!("portcullis serve did not announce its addresses");
+            unreachable!(
+                "portcullis serve did not announce its addresses: {}",
+                said.join("\n")
+            );
         };
-        let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+        let ca_pem = ca_pem.unwrap_or_else(|| std::fs::read_to_string(dir.join("ca.pem")).unwrap());
         Self {
             child,
             webhook_addr,
@@ -300,6 +334,15 @@ impl ServeChild {
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The probe port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.probe_addr);
+        match reqwest::get(url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 
     /// Peak resident set size of the child in kB (`VmHWM`).

@@ -13,6 +13,7 @@ mod audit_with_mocked_apiserver;
 mod bypass_suite;
 mod cert_rotation_with_mocked_apiserver;
 mod cli;
+mod faults_under_load;
 mod https_server;
 mod image_sites;
 mod leader_election_with_mocked_apiserver;
