@@ -389,7 +389,7 @@ async fn certificates_replaced_and_configuration_broken_during_load_fail_no_requ
                 if fresh {
                     client = serve.client();
                 }
-                let (fixture, allowed) = if i % 2 == 0 {
+                let (fixture, allowed) = if i.is_multiple_of(2) {
                     ("deployment-compliant", true)
                 } else {
                     ("deployment-nginx-untagged", false)
@@ -626,7 +626,7 @@ async fn hundreds_of_idle_slow_header_and_slow_body_connections_keep_memory_boun
     let mut max = Duration::ZERO;
     const REVIEWS: usize = 100;
     for i in 0..REVIEWS {
-        let client = if i % 10 == 0 {
+        let client = if i.is_multiple_of(10) {
             serve.client()
         } else {
             client.clone()
