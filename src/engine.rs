@@ -657,12 +657,22 @@ struct JudgedScope {
     changed: Option<Vec<(workload::ContainerKind, String)>>,
 }
 
+/// Whether two image sites of one kind share a name (the API server's validation refuses
+/// that, but admission must not rely on it).
+fn has_repeated_site(pod: &PodView) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    pod.image_sites()
+        .any(|site| !seen.insert((site.kind, site.name)))
+}
+
 impl JudgedScope {
     fn new(new: &PodView, old: Option<&PodView>) -> Self {
         let Some(old) = old else {
             return Self { changed: None };
         };
-        if old.pod != new.pod {
+        // Sites are matched by (kind, name); a repeated name in either object would let a
+        // second site hide behind the first one's unchanged twin, so judge everything.
+        if old.pod != new.pod || has_repeated_site(new) || has_repeated_site(old) {
             return Self { changed: None };
         }
         let changed = new

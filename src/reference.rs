@@ -36,6 +36,16 @@ impl ImageRef {
             return Err(error("longer than 4096 characters".into()));
         }
         let parsed = Reference::try_from(written).map_err(|err| error(err.to_string()))?;
+        // OCI's registered algorithms are lowercase hex; the parser also takes upper case,
+        // which no registry or kubelet resolves (it would only reach `onError`).
+        if let Some((algorithm, hex)) = parsed.digest().and_then(|d| d.split_once(':'))
+            && matches!(algorithm, "sha256" | "sha512")
+            && hex.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            return Err(error(format!(
+                "the {algorithm} digest must be lowercase hex"
+            )));
+        }
         // The parser fills in `latest` when neither tag nor digest is written; rules need to
         // know the difference ("untagged" vs "tagged latest").
         let name = written.split('@').next().unwrap_or(written);
@@ -230,6 +240,9 @@ mod tests {
     #[case::unknown_digest_algorithm("nginx@md5:0123456789abcdef0123456789abcdef")]
     #[case::trailing_colon("nginx:")]
     #[case::scheme("https://ghcr.io/app:1")]
+    #[case::upper_case_digest_hex(
+        "nginx@sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+    )]
     fn invalid_references_are_errors_not_panics(#[case] written: &str) {
         let err = ImageRef::parse(written).err();
         assert!(err.is_some(), "{written:?} parsed");

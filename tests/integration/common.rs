@@ -217,3 +217,175 @@ pub fn verdict(review: &Value) -> (bool, String) {
             .to_owned(),
     )
 }
+
+/// A real `portcullis serve` child on 127.0.0.1 (ephemeral ports, generated CA written to
+/// `ca.pem` in its directory, no cluster reachable), killed when dropped. Its stderr (JSON
+/// logs) keeps being drained so it never blocks on logging.
+pub struct ServeChild {
+    pub child: std::process::Child,
+    pub webhook_addr: std::net::SocketAddr,
+    pub probe_addr: std::net::SocketAddr,
+    pub ca_pem: String,
+}
+
+impl ServeChild {
+    /// Starts `portcullis serve --config <config>` plus `extra` arguments; `dir` receives the
+    /// CA bundle.
+    pub fn start(config: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> Self {
+        let ca_out = dir.join("ca.pem");
+        let mut args: Vec<std::ffi::OsString> = vec!["--ca-out".into(), ca_out.clone().into()];
+        args.extend(extra.iter().map(Into::into));
+        Self::spawn(config, dir, &args, None)
+    }
+
+    /// As [`start`](Self::start), serving the certificate files `cert` and `key` (watched and
+    /// reloaded by the server), trusted through `ca_pem`.
+    pub fn start_with_files(
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca_pem: &str,
+    ) -> Self {
+        let args: Vec<std::ffi::OsString> = vec![
+            "--tls-cert".into(),
+            cert.into(),
+            "--tls-key".into(),
+            key.into(),
+        ];
+        Self::spawn(config, dir, &args, Some(ca_pem.to_owned()))
+    }
+
+    fn spawn(
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        extra: &[std::ffi::OsString],
+        ca_pem: Option<String>,
+    ) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env_remove("PORTCULLIS_CONFIG")
+            .env_remove("PORTCULLIS_LOG")
+            .env("KUBECONFIG", dir.join("no-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addrs = None;
+        let mut said = Vec::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            said.push(line.clone());
+            let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if event["message"] == "portcullis is serving" {
+                let addr = |key: &str| event[key].as_str().and_then(|a| a.parse().ok());
+                addrs = addr("webhook_addr").zip(addr("probe_addr"));
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let Some((webhook_addr, probe_addr)) = addrs else {
+            let _ = child.kill();
+            unreachable!(
+                "portcullis serve did not announce its addresses: {}",
+                said.join("\n")
+            );
+        };
+        let ca_pem = ca_pem.unwrap_or_else(|| std::fs::read_to_string(dir.join("ca.pem")).unwrap());
+        Self {
+            child,
+            webhook_addr,
+            probe_addr,
+            ca_pem,
+        }
+    }
+
+    /// `https://127.0.0.1:<port>/validate?timeout=<timeout>`.
+    pub fn validate_url(&self, timeout: &str) -> String {
+        format!(
+            "https://127.0.0.1:{}/validate?timeout={timeout}",
+            self.webhook_addr.port()
+        )
+    }
+
+    /// An HTTP/1.1 client trusting only this server's CA (as the API server trusts
+    /// `caBundle`).
+    pub fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .http1_only()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    /// Resident set size of the child in kB (`VmRSS` of /proc/<pid>/status).
+    pub fn rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The probe port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.probe_addr);
+        match reqwest::get(url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Peak resident set size of the child in kB (`VmHWM`).
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `portcullis review --config <config> -` with `body` on stdin: (exit code, stdout as
+/// JSON or Null, stderr).
+pub fn review_cli(config: &std::path::Path, body: &[u8]) -> (Option<i32>, Value, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["review", "--config"])
+        .arg(config)
+        .arg("-")
+        .env_remove("PORTCULLIS_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    (
+        output.status.code(),
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -10,8 +10,10 @@ mod referrers_standin;
 mod registry_support;
 
 mod audit_with_mocked_apiserver;
+mod bypass_suite;
 mod cert_rotation_with_mocked_apiserver;
 mod cli;
+mod faults_under_load;
 mod https_server;
 mod image_sites;
 mod leader_election_with_mocked_apiserver;
