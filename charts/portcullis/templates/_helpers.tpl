@@ -124,6 +124,12 @@ webhook excludes is also excluded in the configuration, the policies ConfigMap i
 {{- $namespaces := concat ($exclude.namespaces | default list) (include "portcullis.excludedNamespaces" . | fromJsonArray) | uniq }}
 {{- $_ := set $exclude "namespaces" $namespaces }}
 {{- $_ := set $config "exclude" $exclude }}
+{{- /* The MutatingWebhookConfiguration and the server's switch are one value, so they never disagree. */}}
+{{- if .Values.pinning.enabled }}
+{{- $pinning := $config.pinning | default dict }}
+{{- $_ := set $pinning "enabled" true }}
+{{- $_ := set $config "pinning" $pinning }}
+{{- end }}
 {{- if .Values.policies }}
 {{- $policies := $config.policies | default dict }}
 {{- $rego := $policies.rego | default dict }}
