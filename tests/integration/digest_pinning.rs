@@ -485,3 +485,55 @@ fn pinning_needs_an_image_policy() {
     let loaded = LoadedConfig::from_yaml("{}", "test").unwrap();
     assert!(!loaded.config.pinning.enabled);
 }
+
+/// A registry that answers after the API server has given up.
+#[derive(Debug)]
+struct Stalled;
+
+impl portcullis::evidence::EvidenceSource for Stalled {
+    fn gather<'a>(
+        &'a self,
+        _: &'a portcullis::reference::ImageRef,
+        _: &'a [portcullis::config::ImagePolicy],
+        _: &'a portcullis::evidence::GatherContext,
+    ) -> portcullis::evidence::EvidenceFuture<'a> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(portcullis::evidence::ImageEvidence::signatures_only(
+                Some(format!("sha256:{}", "c".repeat(64))),
+                portcullis::evidence::SignatureEvidence::Verified {
+                    signers: vec!["late".into()],
+                },
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_registry_slower_than_the_deadline_gets_an_unpinned_answer_in_time() {
+    let yaml = "pinning: {enabled: true}\nimagePolicies:\n  - name: team\n    images: [\"ghcr.io/acme/**\"]\n";
+    let (router, _, _) = routers(common::engine_with(Some(yaml), Arc::new(Stalled)));
+    let object = pod(json!({"containers": [{"name": "app", "image": "ghcr.io/acme/app:1"}]}));
+    let started = std::time::Instant::now();
+    let (status, answer) = post_to(
+        &router,
+        "/mutate",
+        serde_json::to_vec(&review_of(&object, "shop")).unwrap(),
+        "?timeout=2s",
+    )
+    .await;
+    // Answered before the API server's 2 s (less the 500 ms margin), allowed, nothing pinned.
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(patch_of(&answer).is_none(), "{answer}");
+    let skipped = annotation(&answer, "not-pinned");
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("deadline"),
+        "{skipped}"
+    );
+}
