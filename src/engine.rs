@@ -15,6 +15,9 @@
 //! * DELETE and CONNECT: allowed. Kinds without pods: allowed (debug log). A custom kind named
 //!   in `workloads.custom[]` is judged like a Deployment's template; whatever sits at its
 //!   `podSpecPath` that is not a pod spec is denied, never skipped.
+//!
+//! `Engine::pin` serves `/mutate` (opt-in digest pinning): the same evidence gathering, then the
+//! pure `pinning` planner instead of the policies; it never denies.
 
 use std::sync::Arc;
 use std::time::Duration;
