@@ -295,7 +295,15 @@ def cmd_rbac(args: argparse.Namespace) -> None:
     named_cluster = named_grants(one(docs, "ClusterRole"))
     named_role = named_grants(one(docs, "Role"))
     webhooks = named_cluster.get(("admissionregistration.k8s.io", "validatingwebhookconfigurations"))
+    mutating = named_cluster.get(("admissionregistration.k8s.io", "mutatingwebhookconfigurations"))
     secrets = named_role.get(("", "secrets"))
+    pinning = bool(find(docs, "MutatingWebhookConfiguration"))
+    if args.rotation and pinning:
+        check(mutating == ({"get", "update"}, [args.rotation]), f"rotation: mutating webhook grant {mutating}")
+        container_args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        check(f"--mutating-webhook-configuration={args.rotation}" in container_args, f"rotation of the pinning webhook's caBundle missing: {container_args}")
+    else:
+        check(mutating is None, f"mutating webhook grant without pinning and rotation: {mutating}")
     if args.rotation:
         check(webhooks == ({"get", "update"}, [args.rotation]), f"rotation: webhook grant {webhooks}")
         check(secrets == ({"get", "update"}, [f"{args.rotation}-tls"]), f"rotation: Secret grant {secrets}")
@@ -307,7 +315,8 @@ def cmd_rbac(args: argparse.Namespace) -> None:
     else:
         check(webhooks is None and secrets is None, f"rotation grants without rotation: {webhooks} {secrets}")
     check(not (set(named_cluster) | set(named_role)) - {
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"), ("", "secrets")},
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"), ("", "secrets")},
         f"unexpected named grants: {named_cluster} {named_role}")
     check(role.get(("coordination.k8s.io", "leases")) is not None, "leases missing from the Role")
     check(role.get(("", "events")) == {"create", "patch"}, f"events: {role.get(('', 'events'))}")
