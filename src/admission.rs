@@ -1,6 +1,7 @@
 //! The AdmissionReview contract, owned in one place: decoding `admission.k8s.io/v1`
 //! AdmissionReviews, and encoding verdicts as the AdmissionReview response that echoes the
-//! request's uid. Shared by the HTTPS server and `portcullis review`.
+//! request's uid, for the validating answer (`/validate`) and the mutating one (`/mutate`,
+//! digest pinning). Shared by the HTTPS server and `portcullis review`.
 
 use std::time::Duration;
 
@@ -29,6 +30,11 @@ pub enum AdmissionError {
     MissingRequest,
     #[error("the AdmissionReview request has no uid")]
     MissingUid,
+    /// Never expected: the answer itself could not be written (HTTP 500, not 400).
+    #[error("cannot encode the answer: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot encode the patch: {0}")]
+    Patch(#[source] kube_core::admission::SerializePatchError),
 }
 
 impl AdmissionError {
@@ -40,6 +46,7 @@ impl AdmissionError {
             AdmissionError::WrongKind(_) => "wrong-kind",
             AdmissionError::MissingRequest => "missing-request",
             AdmissionError::MissingUid => "missing-uid",
+            AdmissionError::Encode(_) | AdmissionError::Patch(_) => "encode",
         }
     }
 }
@@ -252,4 +259,109 @@ impl<'de> serde::de::Visitor<'de> for NoRepeatedKeysVisitor {
         }
         Ok(NoRepeatedKeys)
     }
+}
+
+/// The AdmissionReview answering a `/mutate` request: always `allowed: true` (admission
+/// decisions belong to the validating webhook), with a base64 JSON patch (`patchType:
+/// JSONPatch`) when images were pinned, and audit annotations saying what was pinned (`pinned`)
+/// and what was left as written and why (`not-pinned`). Images that should have been pinned
+/// but could not be resolved also become warnings, so `kubectl` users see them.
+pub fn respond_mutation(
+    request: &AdmissionRequest<DynamicObject>,
+    outcome: &crate::pinning::Outcome,
+) -> Result<serde_json::Value, AdmissionError> {
+    use base64::Engine as _;
+    let mut response = AdmissionResponse::from(request);
+    response.allowed = true;
+    let mut annotations = std::collections::HashMap::new();
+    annotations.insert("pinning".to_owned(), outcome.as_str().to_owned());
+    if let crate::pinning::Outcome::NotApplicable(why) = outcome {
+        annotations.insert("pinning-reason".to_owned(), (*why).to_owned());
+    }
+    let pins = outcome.pins();
+    if !pins.is_empty() {
+        annotations.insert("pinned".to_owned(), json_list(pins));
+    }
+    let skips = outcome.skips();
+    if !skips.is_empty() {
+        annotations.insert("not-pinned".to_owned(), json_list(skips));
+    }
+    let warnings: Vec<String> = skips
+        .iter()
+        .filter(|s| s.unresolved)
+        .map(|s| {
+            crate::decision::truncate(
+                &format!("portcullis: {} not pinned: {}", s.image, s.reason),
+                crate::decision::MAX_WARNING_CHARS,
+            )
+        })
+        .collect();
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    response.audit_annotations = annotations;
+    let patch = (!pins.is_empty()).then(|| crate::pinning::patch(pins));
+    if let Some(patch) = patch {
+        response = response.with_patch(patch).map_err(AdmissionError::Patch)?;
+    }
+    let mut review =
+        serde_json::to_value(response.into_review()).map_err(AdmissionError::Encode)?;
+    // kube-core keeps the patch as bytes, which serde writes as a list of numbers; the API
+    // server reads `[]byte` as base64, the documented form, so write that.
+    if let Some(slot) = review.pointer_mut("/response/patch") {
+        let bytes: Vec<u8> = serde_json::from_value(slot.take()).map_err(AdmissionError::Encode)?;
+        *slot = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    Ok(review)
+}
+
+fn json_list<T: Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+/// Decodes one AdmissionReview body and answers it as the mutating webhook (digest pinning),
+/// before `deadline`.
+pub async fn handle_mutation_by(
+    engine: &Engine,
+    body: &[u8],
+    deadline: Instant,
+    priority: crate::evidence::Priority,
+) -> Result<(serde_json::Value, crate::pinning::Outcome), AdmissionError> {
+    let started = Instant::now();
+    let request = parse(body)?;
+    let span = tracing::info_span!(
+        "mutate",
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        operation = operation_name(&request.operation),
+        dry_run = request.dry_run,
+        pinning = tracing::field::Empty,
+    );
+    let outcome = engine
+        .pin(&request, deadline, priority)
+        .instrument(span.clone())
+        .await;
+    span.record("pinning", outcome.as_str());
+    span.in_scope(|| {
+        let unresolved = outcome.skips().iter().filter(|s| s.unresolved).count();
+        match &outcome {
+            crate::pinning::Outcome::Disabled => {
+                tracing::debug!("pinning is disabled (pinning.enabled: false): no patch");
+            }
+            crate::pinning::Outcome::NotApplicable(why) => tracing::debug!(why, "nothing to pin"),
+            crate::pinning::Outcome::Planned(plan) => tracing::info!(
+                pinned = plan.pins.len(),
+                unresolved,
+                config = engine.identity(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "pinned"
+            ),
+        }
+        for pin in outcome.pins() {
+            tracing::debug!(container = %pin.container, from = %pin.from, to = %pin.to, "pin");
+        }
+    });
+    Ok((respond_mutation(&request, &outcome)?, outcome))
 }

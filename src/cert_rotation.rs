@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use rustls::pki_types::CertificateDer;
@@ -60,6 +62,9 @@ pub struct RotationSettings {
     pub secret_namespace: String,
     pub secret_name: String,
     pub webhook_configuration: String,
+    /// The digest-pinning MutatingWebhookConfiguration (same Service, same certificate), kept
+    /// in step with the validating one when pinning is installed.
+    pub mutating_webhook_configuration: Option<String>,
     /// Used when the Secret carries no `portcullis.io/dns-names` annotation.
     pub dns_names: Vec<String>,
     pub validity: Duration,
@@ -203,6 +208,7 @@ pub enum Round {
 pub struct CertRotator {
     secrets: Api<Secret>,
     webhooks: Api<ValidatingWebhookConfiguration>,
+    mutating: Api<MutatingWebhookConfiguration>,
     settings: RotationSettings,
     clock: Arc<dyn Clock>,
 }
@@ -219,7 +225,8 @@ impl CertRotator {
     pub fn new(client: kube::Client, settings: RotationSettings, clock: Arc<dyn Clock>) -> Self {
         Self {
             secrets: Api::namespaced(client.clone(), &settings.secret_namespace),
-            webhooks: Api::all(client),
+            webhooks: Api::all(client.clone()),
+            mutating: Api::all(client),
             settings,
             clock,
         }
@@ -292,6 +299,24 @@ impl CertRotator {
                 source,
             })?
             .ok_or_else(|| RotationError::Missing(webhook_label.clone()))?;
+        // The mutating (pinning) webhook calls the same Service with the same certificate, so
+        // it must trust the new CA before it is served too.
+        let mut mutating = match &self.settings.mutating_webhook_configuration {
+            None => None,
+            Some(name) => {
+                let label = format!("MutatingWebhookConfiguration {name}");
+                let found = self
+                    .mutating
+                    .get_opt(name)
+                    .await
+                    .map_err(|source| RotationError::Read {
+                        what: label.clone(),
+                        source,
+                    })?
+                    .ok_or_else(|| RotationError::Missing(label.clone()))?;
+                Some((name.clone(), label, found))
+            }
+        };
         let data = secret.data.get_or_insert_with(BTreeMap::new);
         let mut trusted: Vec<&[u8]> = webhook
             .webhooks
@@ -300,6 +325,16 @@ impl CertRotator {
             .filter_map(|w| w.client_config.ca_bundle.as_ref())
             .map(|b| b.0.as_slice())
             .collect();
+        if let Some((_, _, found)) = &mutating {
+            trusted.extend(
+                found
+                    .webhooks
+                    .iter()
+                    .flatten()
+                    .filter_map(|w| w.client_config.ca_bundle.as_ref())
+                    .map(|b| b.0.as_slice()),
+            );
+        }
         if let Some(ca) = data.get("ca.crt") {
             trusted.push(ca.0.as_slice());
         }
@@ -323,6 +358,29 @@ impl CertRotator {
                     what: webhook_label,
                     source,
                 });
+            }
+        }
+        if let Some((name, label, found)) = &mut mutating {
+            for entry in found.webhooks.iter_mut().flatten() {
+                entry.client_config.ca_bundle = Some(ByteString(bundle.clone().into_bytes()));
+            }
+            // A lost race here leaves the new CA trusted beside the old ones (harmless: the
+            // Secret is not rewritten), and the winner writes its own bundle.
+            match self
+                .mutating
+                .replace(name, &PostParams::default(), found)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    return Ok(Round::LostRace);
+                }
+                Err(source) => {
+                    return Err(RotationError::Write {
+                        what: label.clone(),
+                        source,
+                    });
+                }
             }
         }
 

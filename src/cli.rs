@@ -146,6 +146,13 @@ pub struct ServeArgs {
         requires = "cert_secret"
     )]
     pub webhook_configuration: Option<String>,
+    /// The digest-pinning MutatingWebhookConfiguration whose caBundle is kept in step too.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MUTATING_WEBHOOK_CONFIGURATION",
+        requires = "cert_secret"
+    )]
+    pub mutating_webhook_configuration: Option<String>,
     /// Validity of a rotated certificate.
     #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
     pub cert_validity: Duration,
@@ -754,6 +761,7 @@ fn rotation_settings(
         secret_namespace: namespace.to_owned(),
         secret_name: name.to_owned(),
         webhook_configuration: webhook.clone(),
+        mutating_webhook_configuration: args.mutating_webhook_configuration.clone(),
         dns_names: args.dns_names.clone(),
         validity: args.cert_validity,
         renew_before: args.cert_renew_before,

@@ -135,6 +135,20 @@ pub struct Config {
     /// Custom kinds with a pod template (Argo Rollouts, Knative, OpenKruise, ...).
     #[serde(default)]
     pub workloads: WorkloadSettings,
+    /// Opt-in digest pinning of Pods by `POST /mutate` (off by default).
+    #[serde(default)]
+    pub pinning: PinningSettings,
+}
+
+/// `pinning`: whether `POST /mutate` rewrites a Pod's verified images to
+/// `repo[:tag]@sha256:<digest>` (docs/configuration.md, "Digest pinning"). Off by default:
+/// rewriting what users wrote is a choice the cluster's owners make, not a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PinningSettings {
+    /// Pin images of Pods sent to `/mutate`. Off: `/mutate` answers allowed with no patch.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// `sigstore`: the public-good trusted root that policies without `trustedRoot` use.
@@ -968,6 +982,17 @@ impl Config {
         }
         if limits.max_connections == 0 {
             problem("limits.maxConnections".into(), "must be at least 1".into());
+        }
+        // Only images an image policy matches are resolved at the registry, so pinning without
+        // one would be switched on and silently do nothing.
+        if self.pinning.enabled && self.image_policies.is_empty() {
+            problem(
+                "pinning.enabled".into(),
+                "pinning rewrites only images an image policy matches (they are resolved at \
+                 the registry), and imagePolicies is empty: add an image policy or turn \
+                 pinning off"
+                    .into(),
+            );
         }
         if limits.max_images_per_object == 0 {
             problem(

@@ -15,6 +15,9 @@
 //! * DELETE and CONNECT: allowed. Kinds without pods: allowed (debug log). A custom kind named
 //!   in `workloads.custom[]` is judged like a Deployment's template; whatever sits at its
 //!   `podSpecPath` that is not a pod spec is denied, never skipped.
+//!
+//! `Engine::pin` serves `/mutate` (opt-in digest pinning): the same evidence gathering, then the
+//! pure `pinning` planner instead of the policies; it never denies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,7 @@ use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
 use crate::decision::{Context, Verdict};
 use crate::evidence::{EvidenceError, EvidenceSource, GatherContext, Priority};
 use crate::exceptions::Exceptions;
+use crate::pinning;
 use crate::policy::input::InputDocument;
 use crate::policy::lifecycle::{LifecycleFacts, build_time};
 use crate::policy::rego::{RegoBundle, RegoError};
@@ -342,6 +346,113 @@ impl Engine {
             Budget { deadline, priority },
         )
         .await
+    }
+
+    /// Digest pinning for `POST /mutate` (see `pinning`): resolves every image site of a Pod
+    /// that an image policy matches through the same evidence source (and caches) the
+    /// validating review uses, and decides which sites to rewrite. Never denies: an image that
+    /// cannot be resolved is left as written for the validating webhook to judge.
+    pub async fn pin(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        deadline: Instant,
+        priority: Priority,
+    ) -> pinning::Outcome {
+        use pinning::{Outcome, Resolution};
+        let config = &self.loaded.config;
+        if !config.pinning.enabled {
+            return Outcome::Disabled;
+        }
+        if !matches!(request.operation, Operation::Create | Operation::Update) {
+            return Outcome::NotApplicable("only CREATE and UPDATE are pinned");
+        }
+        let namespace = request.namespace.as_deref().unwrap_or("");
+        if config.exclude.namespaces.iter().any(|n| n == namespace) {
+            return Outcome::NotApplicable("namespace excluded from evaluation");
+        }
+        // Pods only: a controller's template keeps its tags, so GitOps tools that compare it
+        // with Git see no drift; the Pods it creates are pinned as they are admitted.
+        if (request.kind.group.as_str(), request.kind.kind.as_str()) != ("", "Pod") {
+            return Outcome::NotApplicable("not a Pod (controllers keep their tags)");
+        }
+        let Some(object) = &request.object else {
+            return Outcome::NotApplicable("no object");
+        };
+        let Ok(Some(pod)) = workload::extract("", "Pod", &object.data) else {
+            return Outcome::NotApplicable(
+                "the pod spec cannot be read (the validating webhook denies it)",
+            );
+        };
+        let images = pod.containers.len() + pod.image_volumes.len();
+        if images > usize::try_from(config.limits.max_images_per_object).unwrap_or(usize::MAX) {
+            return Outcome::NotApplicable(
+                "more images than limits.maxImagesPerObject (the validating webhook denies it)",
+            );
+        }
+        // On UPDATE only new or changed sites: rewriting the image of a running container
+        // would restart it, and an ephemeral-container update may change nothing else.
+        let old = match (&request.operation, &request.old_object) {
+            (Operation::Update, Some(old)) => {
+                workload::extract("", "Pod", &old.data).ok().flatten()
+            }
+            _ => None,
+        };
+        let in_scope = |kind: workload::ContainerKind, name: &str| {
+            old.as_ref()
+                .is_none_or(|old| pod.site_changed(old, kind, name))
+        };
+        let mut entries: Vec<ImageEntry> = pod
+            .image_sites()
+            .filter(|site| in_scope(site.kind, site.name))
+            .filter_map(|site| {
+                let reference = ImageRef::parse(site.image).ok()?;
+                pinning::wants_digest(&reference).then(|| ImageEntry {
+                    container: site.name.to_owned(),
+                    container_kind: site.kind,
+                    reference: Ok(reference),
+                    evidence: None,
+                    scan: ScanState::NotRequested,
+                    lifecycle: Default::default(),
+                })
+            })
+            .collect();
+        let context = GatherContext {
+            namespace: namespace.to_owned(),
+            pull: pod.pull.clone(),
+            deadline,
+            priority,
+        };
+        // Past the deadline nothing is resolved, so nothing is pinned; the answer still goes
+        // out in time, and the validating webhook applies its own deadline and onError.
+        let late = Instant::now() >= deadline
+            || tokio::time::timeout_at(deadline, self.gather(&mut entries, &context))
+                .await
+                .is_err();
+        let plan = pinning::plan(&pod, in_scope, |image| {
+            if !self
+                .image_policies
+                .iter()
+                .any(|(_, globs)| globs.matches(image))
+            {
+                return Resolution::NotMatched;
+            }
+            let evidence = entries
+                .iter()
+                .find(|e| e.reference.as_ref().is_ok_and(|r| r == image))
+                .and_then(|e| e.evidence.as_ref());
+            match evidence {
+                Some(Ok(evidence)) => match &evidence.digest {
+                    Some(digest) => Resolution::Resolved(digest.clone()),
+                    None => Resolution::Unresolved("the tag does not exist in the registry".into()),
+                },
+                Some(Err(err)) => Resolution::Unresolved(err.message.clone()),
+                None if late => {
+                    Resolution::Unresolved("not resolved before the API server's deadline".into())
+                }
+                None => Resolution::Unresolved("not resolved".into()),
+            }
+        });
+        Outcome::Planned(plan)
     }
 
     #[allow(clippy::too_many_arguments)] // reason: internal; each argument is distinct context

@@ -2,7 +2,8 @@
 //!
 //! The request path is `server` → `admission` → `engine` (gathers `evidence`, runs `policy`:
 //! built-in rules and Rego modules) → `decision`. Everything from `reference` to `decision` is pure; I/O sits in `server`,
-//! `evidence` sources and `cli`.
+//! `evidence` sources and `cli`. `POST /mutate` (opt-in digest pinning) goes `server` →
+//! `admission` → `engine::Engine::pin` (gathers the same `evidence`) → `pinning` (pure).
 
 pub mod admission;
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod notation;
+pub mod pinning;
 pub mod policy;
 pub mod policy_report;
 pub mod reference;

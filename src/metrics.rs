@@ -85,6 +85,12 @@ pub struct Metrics {
     pub closed_connections: Family<ReasonLabels, Counter>,
     /// Bytes of request bodies held now (bounded by `limits.maxBufferedRequestBytes`).
     pub buffered_request_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// `/mutate` answers by result (`patched`, `unchanged`, `disabled`, `not-applicable`).
+    pub pinning_reviews: Family<ResultLabels, Counter>,
+    /// Image sites rewritten to a digest by `/mutate`.
+    pub pinned_images: Counter<u64, AtomicU64>,
+    /// Image sites `/mutate` would have pinned but could not resolve (left as written).
+    pub unpinned_images: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -204,6 +210,24 @@ impl Metrics {
             "Webhook connections closed by a guard (handshake, header or idle timeout), by reason",
             closed_connections.clone(),
         );
+        let pinning_reviews = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pinning_reviews",
+            "Digest-pinning (/mutate) answers, by result (patched, unchanged, disabled, not-applicable)",
+            pinning_reviews.clone(),
+        );
+        let pinned_images = Counter::default();
+        registry.register(
+            "pinned_images",
+            "Image sites rewritten to repo[:tag]@digest by /mutate",
+            pinned_images.clone(),
+        );
+        let unpinned_images = Counter::default();
+        registry.register(
+            "unpinned_images",
+            "Image sites /mutate left as written because the registry did not resolve them",
+            unpinned_images.clone(),
+        );
         let buffered_request_bytes = Gauge::default();
         registry.register(
             "buffered_request_bytes",
@@ -215,6 +239,9 @@ impl Metrics {
             open_connections,
             closed_connections,
             buffered_request_bytes,
+            pinning_reviews,
+            pinned_images,
+            unpinned_images,
             rejudge_leader,
             certificate_not_after,
             certificate_checks,
@@ -316,6 +343,20 @@ impl Metrics {
                 verdict: verdict.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// Records one `/mutate` answer.
+    pub fn record_pinning(&self, outcome: &crate::pinning::Outcome) {
+        self.pinning_reviews
+            .get_or_create(&ResultLabels {
+                result: outcome.as_str().to_owned(),
+            })
+            .inc();
+        self.pinned_images
+            .inc_by(u64::try_from(outcome.pins().len()).unwrap_or(u64::MAX));
+        let unresolved = outcome.skips().iter().filter(|s| s.unresolved).count();
+        self.unpinned_images
+            .inc_by(u64::try_from(unresolved).unwrap_or(u64::MAX));
     }
 
     pub fn record_rejected(&self, reason: &str) {

@@ -1,4 +1,5 @@
-//! The HTTP side: the TLS webhook router (`POST /validate`), the plain-HTTP probe router
+//! The HTTP side: the TLS webhook router (`POST /validate`, and `POST /mutate` for opt-in
+//! digest pinning, behind the same guards), the plain-HTTP probe router
 //! (`/healthz`, `/readyz`, `/metrics`), body limits and the bound on buffered bodies, the API
 //! server's `?timeout=` (which also bounds reading the body), hot reload of configuration and
 //! certificates, and graceful drain. Connections themselves are in `connections`.
@@ -99,6 +100,7 @@ fn rego_policy_count(engine: &Engine) -> i64 {
 pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
         .with_state(state)
 }
 
@@ -260,12 +262,25 @@ async fn read_body(
     }
 }
 
-async fn validate(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+/// A request body read under the server's guards, with the deadline its answer is due by.
+struct ReadRequest {
+    started: Instant,
+    engine: Arc<Engine>,
+    deadline: tokio::time::Instant,
+    body: Bytes,
+    /// Held until the answer is built: the body's bytes live that long.
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+/// The guards every webhook endpoint shares: `?timeout=` (the clock starts with the request's
+/// head, so reading the body spends the same budget as answering it), the body-size limit and
+/// the bound on buffered bodies. `Err` is the HTTP error answer to send.
+async fn read_request(
+    state: &AppState,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<ReadRequest, Response> {
     let started = Instant::now();
     let engine = state.engine();
     let limit = engine.config().limits.max_request_bytes;
@@ -278,8 +293,6 @@ async fn validate(
                 None
             }
         });
-    // The clock starts with the request's head: reading the body spends the same budget as
-    // judging it, so a slow body cannot push the answer past the API server's deadline.
     let budget = engine.budget(timeout);
     let deadline = tokio::time::Instant::now() + budget;
     let declared = headers
@@ -287,30 +300,60 @@ async fn validate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(length) = declared.filter(|length| *length > limit) {
-        return BodyError::TooLarge(format!("{length} bytes"), limit).answer(&state);
+        return Err(BodyError::TooLarge(format!("{length} bytes"), limit).answer(state));
     }
-    // The permit is held until the answer is built: the body's bytes live that long.
-    let (body, _held) = match read_body(&state, body, limit, declared, deadline, budget).await {
-        Ok(read) => read,
-        Err(err) => return err.answer(&state),
+    let (body, held) = read_body(state, body, limit, declared, deadline, budget)
+        .await
+        .map_err(|err| err.answer(state))?;
+    Ok(ReadRequest {
+        started,
+        engine,
+        deadline,
+        body,
+        _held: held,
+    })
+}
+
+/// A body that is not an AdmissionReview: 400 (or 500 when portcullis could not write its
+/// own answer).
+fn admission_error_response(state: &AppState, err: &admission::AdmissionError) -> Response {
+    let status = match err {
+        admission::AdmissionError::Encode(_) | admission::AdmissionError::Patch(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
     };
+    error_response(state, status, err.reason(), err.to_string())
+}
+
+async fn validate(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let read = match read_request(&state, &query, &headers, body).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
+    };
+    let (engine, body) = (&read.engine, &read.body);
     state.metrics.in_flight.inc();
     let result = admission::handle_by(
-        &engine,
-        &body,
-        deadline,
+        engine,
+        body,
+        read.deadline,
         crate::evidence::Priority::Admission,
     )
     .await;
     state.metrics.in_flight.dec();
     match result {
         Ok((review, verdict)) => {
-            let (kind, operation) = review_labels(&body);
+            let (kind, operation) = review_labels(body);
             state.metrics.record_review(
                 verdict.outcome.as_str(),
                 &kind,
                 &operation,
-                started.elapsed().as_secs_f64(),
+                read.started.elapsed().as_secs_f64(),
             );
             if matches!(
                 verdict.outcome,
@@ -320,12 +363,37 @@ async fn validate(
             }
             axum::Json(review).into_response()
         }
-        Err(err) => error_response(
-            &state,
-            StatusCode::BAD_REQUEST,
-            err.reason(),
-            err.to_string(),
-        ),
+        Err(err) => admission_error_response(&state, &err),
+    }
+}
+
+/// `POST /mutate`: opt-in digest pinning (`pinning.enabled`). Always `allowed: true` for an
+/// AdmissionReview (the validating webhook decides); same guards as `/validate`.
+async fn mutate(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let read = match read_request(&state, &query, &headers, body).await {
+        Ok(read) => read,
+        Err(answer) => return answer,
+    };
+    state.metrics.in_flight.inc();
+    let result = admission::handle_mutation_by(
+        &read.engine,
+        &read.body,
+        read.deadline,
+        crate::evidence::Priority::Admission,
+    )
+    .await;
+    state.metrics.in_flight.dec();
+    match result {
+        Ok((review, outcome)) => {
+            state.metrics.record_pinning(&outcome);
+            axum::Json(review).into_response()
+        }
+        Err(err) => admission_error_response(&state, &err),
     }
 }
 

@@ -96,6 +96,11 @@ pub struct ImageVolumeView {
     pub image: String,
     /// `image.pullPolicy` as written (`None`: the kubelet's default).
     pub pull_policy: Option<String>,
+    /// The volume's position in `volumes[]` (which also holds volumes of other kinds), for
+    /// JSON Pointers into the pod spec. Not part of what a site is: [`PodView::site_changed`]
+    /// ignores it, so reordering volumes re-judges nothing.
+    #[serde(skip)]
+    pub index: usize,
 }
 
 /// One place the kubelet pulls an image from: a container of any kind, or an image volume.
@@ -104,6 +109,9 @@ pub struct ImageSite<'a> {
     pub kind: ContainerKind,
     pub name: &'a str,
     pub image: &'a str,
+    /// The site's position in its list of the pod spec (`containers`, `initContainers`,
+    /// `ephemeralContainers` or `volumes`), for JSON Pointers.
+    pub index: usize,
 }
 
 /// The pod spec of a pod-bearing object, reduced to what portcullis judges.
@@ -147,15 +155,24 @@ impl PodView {
     /// containers, then image volumes. Everything that judges images iterates this, so a new
     /// site cannot be judged by some rules and skipped by others.
     pub fn image_sites(&self) -> impl Iterator<Item = ImageSite<'_>> {
-        let containers = self.containers.iter().map(|c| ImageSite {
+        // Every container of a list is kept, in order, so a container's index in its list is
+        // the number of views of its kind before it.
+        let containers = self.containers.iter().enumerate().map(|(at, c)| ImageSite {
             kind: c.kind,
             name: &c.name,
             image: &c.image,
+            index: self
+                .containers
+                .iter()
+                .take(at)
+                .filter(|other| other.kind == c.kind)
+                .count(),
         });
         let volumes = self.image_volumes.iter().map(|v| ImageSite {
             kind: ContainerKind::ImageVolume,
             name: &v.name,
             image: &v.image,
+            index: v.index,
         });
         containers.chain(volumes)
     }
@@ -163,7 +180,10 @@ impl PodView {
     /// Whether the site `(kind, name)` is new or differs from the same site in `old`.
     pub fn site_changed(&self, old: &PodView, kind: ContainerKind, name: &str) -> bool {
         match kind {
-            ContainerKind::ImageVolume => self.image_volume(name) != old.image_volume(name),
+            ContainerKind::ImageVolume => {
+                let judged = |v: &ImageVolumeView| (v.image.clone(), v.pull_policy.clone());
+                self.image_volume(name).map(judged) != old.image_volume(name).map(judged)
+            }
             _ => self.container(kind, name) != old.container(kind, name),
         }
     }
@@ -453,12 +473,14 @@ fn view_of(spec_path: String, spec: PodSpec) -> PodView {
 fn image_volumes(volumes: Vec<Volume>) -> Vec<ImageVolumeView> {
     volumes
         .into_iter()
-        .filter_map(|volume| {
+        .enumerate()
+        .filter_map(|(index, volume)| {
             let source = volume.image?;
             Some(ImageVolumeView {
                 name: volume.name,
                 image: source.reference.unwrap_or_default(),
                 pull_policy: source.pull_policy,
+                index,
             })
         })
         .collect()
@@ -624,12 +646,14 @@ mod tests {
                     name: "data".into(),
                     image: "docker.io/evil/data:1".into(),
                     pull_policy: Some("Always".into()),
+                    index: 1,
                 },
                 // No reference: kept (and denied as an invalid reference), never dropped.
                 ImageVolumeView {
                     name: "blank".into(),
                     image: String::new(),
                     pull_policy: None,
+                    index: 2,
                 },
             ]
         );

@@ -201,7 +201,38 @@ def cmd_webhook(args: argparse.Namespace) -> None:
         check(len(hook.get("matchConditions") or []) == args.match_conditions, f"{name}: expected {args.match_conditions} matchConditions")
     else:
         check("matchConditions" not in hook, f"{name}: unexpected matchConditions")
-    # Uninstall must remove everything: no object of the chart is a hook or kept on uninstall.
+    # Digest pinning: the MutatingWebhookConfiguration exists exactly when the server's switch
+    # is on, and reaches the same Service, CA and namespaces as the validating webhook.
+    mutating = find(docs, "MutatingWebhookConfiguration")
+    pinning_on = bool((rendered.get("pinning") or {}).get("enabled"))
+    if not args.pinning:
+        check(not mutating, f"{name}: MutatingWebhookConfiguration rendered without pinning.enabled")
+        check(not pinning_on, f"{name}: config.pinning.enabled without the mutating webhook")
+    else:
+        check(pinning_on, f"{name}: pinning.enabled did not set config.pinning.enabled")
+        check(len(mutating) == 1, f"{name}: one MutatingWebhookConfiguration expected, found {len(mutating)}")
+        for m in mutating[:1]:
+            check(m["metadata"]["name"] == config["metadata"]["name"], "mutating webhook: name differs from the validating one")
+            check((m["metadata"].get("annotations") or {}) == annotations, "mutating webhook: annotations (CA injection) differ")
+            check(len(m["webhooks"]) == 1, "mutating webhook: one webhook expected")
+            pin = m["webhooks"][0]
+            pname = pin["name"]
+            check(pin.get("admissionReviewVersions") == ["v1"], f"{pname}: admissionReviewVersions must be [v1]")
+            check(pin.get("sideEffects") == "None", f"{pname}: sideEffects must be None, is {pin.get('sideEffects')}")
+            check(pin.get("reinvocationPolicy") == "IfNeeded", f"{pname}: reinvocationPolicy must be IfNeeded")
+            check(pin.get("failurePolicy") == args.pinning_failure_policy, f"{pname}: failurePolicy {pin.get('failurePolicy')} != {args.pinning_failure_policy}")
+            check(pin.get("timeoutSeconds") == args.pinning_timeout, f"{pname}: timeoutSeconds {pin.get('timeoutSeconds')} != {args.pinning_timeout}")
+            pin_service = pin["clientConfig"]["service"]
+            check(pin_service.get("path") == "/mutate", f"{pname}: clientConfig path must be /mutate")
+            check({k: v for k, v in pin_service.items() if k != "path"} == {k: v for k, v in service.items() if k != "path"},
+                  f"{pname}: service {pin_service} differs from the validating webhook's {service}")
+            check(pin["clientConfig"].get("caBundle") == ca_bundle, f"{pname}: caBundle differs from the validating webhook's")
+            rules = sorted((tuple(r["apiGroups"]), tuple(r["apiVersions"]), tuple(r["operations"]), tuple(r["resources"])) for r in pin["rules"])
+            expected = sorted([(("",), ("v1",), ("CREATE",), ("pods",)), (("",), ("v1",), ("UPDATE",), ("pods/ephemeralcontainers",))])
+            check(rules == expected, f"{pname}: rules {rules} != Pods only {expected}")
+            for key in ("namespaceSelector", "objectSelector", "matchConditions"):
+                check(pin.get(key) == hook.get(key), f"{pname}: {key} differs from the validating webhook's")
+        # Uninstall must remove everything: no object of the chart is a hook or kept on uninstall.
     for doc in docs:
         doc_annotations = doc.get("metadata", {}).get("annotations") or {}
         for helm_hook in ("helm.sh/hook", "helm.sh/resource-policy"):
@@ -264,7 +295,15 @@ def cmd_rbac(args: argparse.Namespace) -> None:
     named_cluster = named_grants(one(docs, "ClusterRole"))
     named_role = named_grants(one(docs, "Role"))
     webhooks = named_cluster.get(("admissionregistration.k8s.io", "validatingwebhookconfigurations"))
+    mutating = named_cluster.get(("admissionregistration.k8s.io", "mutatingwebhookconfigurations"))
     secrets = named_role.get(("", "secrets"))
+    pinning = bool(find(docs, "MutatingWebhookConfiguration"))
+    if args.rotation and pinning:
+        check(mutating == ({"get", "update"}, [args.rotation]), f"rotation: mutating webhook grant {mutating}")
+        container_args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        check(f"--mutating-webhook-configuration={args.rotation}" in container_args, f"rotation of the pinning webhook's caBundle missing: {container_args}")
+    else:
+        check(mutating is None, f"mutating webhook grant without pinning and rotation: {mutating}")
     if args.rotation:
         check(webhooks == ({"get", "update"}, [args.rotation]), f"rotation: webhook grant {webhooks}")
         check(secrets == ({"get", "update"}, [f"{args.rotation}-tls"]), f"rotation: Secret grant {secrets}")
@@ -276,7 +315,8 @@ def cmd_rbac(args: argparse.Namespace) -> None:
     else:
         check(webhooks is None and secrets is None, f"rotation grants without rotation: {webhooks} {secrets}")
     check(not (set(named_cluster) | set(named_role)) - {
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"), ("", "secrets")},
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"), ("", "secrets")},
         f"unexpected named grants: {named_cluster} {named_role}")
     check(role.get(("coordination.k8s.io", "leases")) is not None, "leases missing from the Role")
     check(role.get(("", "events")) == {"create", "patch"}, f"events: {role.get(('', 'events'))}")
@@ -637,6 +677,9 @@ def main() -> None:
     p.add_argument("--match-conditions", type=int, default=0)
     p.add_argument("--custom", nargs="*", default=[], metavar="GROUP/VERSION/RESOURCE",
                    help="custom workload rules expected (version * for every version)")
+    p.add_argument("--pinning", action="store_true", help="expect the digest-pinning MutatingWebhookConfiguration")
+    p.add_argument("--pinning-failure-policy", default="Ignore")
+    p.add_argument("--pinning-timeout", type=int, default=5)
     p = sub.add_parser("rbac")
     p.add_argument("file")
     p.add_argument("--none", action="store_true")

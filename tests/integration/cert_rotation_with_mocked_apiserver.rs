@@ -28,6 +28,8 @@ use crate::mock_apiserver::{self, json_body, json_response as respond, status_re
 const SECRET: &str = "/api/v1/namespaces/portcullis/secrets/portcullis-tls";
 const WEBHOOK: &str =
     "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/portcullis";
+const MUTATING: &str =
+    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/portcullis";
 const DNS: &str = "portcullis.portcullis.svc";
 const DNS_NAMES: &str = "portcullis,portcullis.portcullis,portcullis.portcullis.svc,portcullis.portcullis.svc.cluster.local";
 
@@ -213,6 +215,12 @@ impl Cluster {
     }
 
     fn rotator(&mut self, now: OffsetDateTime) -> CertRotator {
+        self.rotator_with(now, None)
+    }
+
+    /// A rotator that also keeps the digest-pinning MutatingWebhookConfiguration `mutating` in
+    /// step.
+    fn rotator_with(&mut self, now: OffsetDateTime, mutating: Option<&str>) -> CertRotator {
         let store = self.store.clone();
         let (client, server) =
             mock_apiserver::client("portcullis", move |request| answer(request, store.clone()));
@@ -221,6 +229,7 @@ impl Cluster {
             secret_namespace: "portcullis".into(),
             secret_name: "portcullis-tls".into(),
             webhook_configuration: "portcullis".into(),
+            mutating_webhook_configuration: mutating.map(str::to_owned),
             dns_names: Vec::new(),
             validity: Duration::from_secs(365 * 86_400),
             renew_before: Duration::from_secs(30 * 86_400),
@@ -346,6 +355,58 @@ async fn a_certificate_near_expiry_is_replaced_and_trusted_before_it_is_served()
         rotator.round().await.unwrap(),
         Round::Fresh { .. }
     ));
+}
+
+#[tokio::test]
+async fn with_digest_pinning_the_mutating_webhook_trusts_the_new_certificate_before_it_is_served() {
+    let mut cluster = Cluster::installed(20);
+    let old_ca = BASE64.encode(&cluster.old_ca);
+    {
+        let mut store = cluster.store.lock().unwrap();
+        put(
+            &mut store,
+            MUTATING,
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "portcullis"},
+                "webhooks": [{"name": "pin.portcullis.io", "admissionReviewVersions": ["v1"],
+                              "sideEffects": "None", "reinvocationPolicy": "IfNeeded",
+                              "clientConfig": {"service": {"name": "portcullis", "namespace": "portcullis",
+                                                           "path": "/mutate", "port": 443},
+                                               "caBundle": old_ca}}]
+            }),
+        );
+        store.writes.clear();
+    }
+    let rotator = cluster.rotator_with(now(), Some("portcullis"));
+    let round = rotator.round().await.unwrap();
+    assert!(matches!(round, Round::Rotated { .. }), "{round:?}");
+    // Both webhook configurations first, then the Secret.
+    let writes = cluster.store.lock().unwrap().writes.clone();
+    assert_eq!(writes, [WEBHOOK, MUTATING, SECRET]);
+    let encoded = cluster.object(MUTATING)["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mutating_bundle = String::from_utf8(BASE64.decode(encoded).unwrap()).unwrap();
+    assert_eq!(mutating_bundle, cluster.ca_bundle());
+    trusted(&mutating_bundle, &cluster.secret_field("tls.crt")).unwrap();
+    trusted(&mutating_bundle, &cluster.old_cert).unwrap();
+
+    // Configured but absent: an error naming it, and nothing is written.
+    let mut bare = Cluster::installed(20);
+    let error = bare
+        .rotator_with(now(), Some("portcullis"))
+        .round()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("MutatingWebhookConfiguration portcullis"),
+        "{error}"
+    );
+    assert!(bare.store.lock().unwrap().writes.is_empty());
 }
 
 #[tokio::test]

@@ -69,7 +69,17 @@ pub fn routers(engine: Engine) -> (Router, Router, Arc<AppState>) {
 
 /// POSTs a body to `/validate` (with an optional query) and returns status and JSON body.
 pub async fn post(router: &Router, body: Vec<u8>, query: &str) -> (StatusCode, Value) {
-    let request = Request::post(format!("/validate{query}"))
+    post_to(router, "/validate", body, query).await
+}
+
+/// POSTs a body to `path` (`/validate`, `/mutate`) and returns status and JSON body.
+pub async fn post_to(
+    router: &Router,
+    path: &str,
+    body: Vec<u8>,
+    query: &str,
+) -> (StatusCode, Value) {
+    let request = Request::post(format!("{path}{query}"))
         .header("content-type", "application/json")
         .body(Body::from(body));
     let Ok(request) = request else {

@@ -14,6 +14,7 @@ mod bypass_suite;
 mod cert_rotation_with_mocked_apiserver;
 mod cli;
 mod faults_under_load;
+mod digest_pinning;
 mod https_server;
 mod image_sites;
 mod leader_election_with_mocked_apiserver;

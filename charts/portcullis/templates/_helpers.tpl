@@ -124,6 +124,12 @@ webhook excludes is also excluded in the configuration, the policies ConfigMap i
 {{- $namespaces := concat ($exclude.namespaces | default list) (include "portcullis.excludedNamespaces" . | fromJsonArray) | uniq }}
 {{- $_ := set $exclude "namespaces" $namespaces }}
 {{- $_ := set $config "exclude" $exclude }}
+{{- /* The MutatingWebhookConfiguration and the server's switch are one value, so they never disagree. */}}
+{{- if include "portcullis.pinningEnabled" . }}
+{{- $pinning := $config.pinning | default dict }}
+{{- $_ := set $pinning "enabled" true }}
+{{- $_ := set $config "pinning" $pinning }}
+{{- end }}
 {{- if .Values.policies }}
 {{- $policies := $config.policies | default dict }}
 {{- $rego := $policies.rego | default dict }}
@@ -133,4 +139,13 @@ webhook excludes is also excluded in the configuration, the policies ConfigMap i
 {{- $_ := set $config "policies" $policies }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{- /*
+Digest pinning is on when the value pinning.enabled or the configuration's own pinning.enabled
+says so: either way the server's switch and the MutatingWebhookConfiguration are rendered
+together, so they never disagree. "true" or empty.
+*/}}
+{{- define "portcullis.pinningEnabled" -}}
+{{- if or .Values.pinning.enabled ((.Values.config | default dict).pinning | default dict).enabled }}true{{ end }}
 {{- end }}
