@@ -1045,28 +1045,35 @@ fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let engine = Components::new(false).engine(loaded)?;
     let config = engine.config();
     let enabled_rules = engine.policy_names().len();
-    println!("valid: {}", engine.origin());
-    println!("identity: {}", engine.identity());
+    // Written into one buffer, then to stdout with its error handled: `println!` would panic
+    // when stdout is a closed pipe (`config validate | head -1`).
+    let mut text = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(text, "valid: {}", engine.origin());
+    let _ = writeln!(text, "identity: {}", engine.identity());
     if let Some(rego) = engine.rego() {
         let syntaxes: Vec<String> = crate::policy::rego::describe(rego)
             .into_iter()
             .map(|(syntax, count)| format!("{count} {syntax}"))
             .collect();
-        println!(
+        let _ = writeln!(
+            text,
             "rego: {} file(s) ({}), identity {}",
             rego.files().len(),
             syntaxes.join(", "),
             rego.identity()
         );
         for package in rego.packages().iter().filter(|p| p.is_policy()) {
-            println!(
+            let _ = writeln!(
+                text,
                 "rego policy: {} ({})",
                 package.name,
                 package.rules.join(", ")
             );
         }
     }
-    println!(
+    let _ = writeln!(
+        text,
         "mode: {}, onError: {:?}, {} policies in force ({} image policies), {} trusted registry pattern(s)",
         config.mode.as_str(),
         config.on_error,
@@ -1076,7 +1083,8 @@ fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
     );
     // Expired waivers stay in the file but no longer apply: say so, loudly.
     for exception in engine.expired_exceptions() {
-        println!(
+        let _ = writeln!(
+            text,
             "expired exception (no longer applied): {} (owner {}, expired {})",
             exception.name, exception.owner, exception.expires
         );
@@ -1089,7 +1097,8 @@ fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
             .flat_map(|v| &v.ignore)
             .filter(|i| !i.is_active(now))
         {
-            println!(
+            let _ = writeln!(
+                text,
                 "expired vulnerability ignore entry (no longer applied): imagePolicy {:?}: {} (expired {})",
                 policy.name,
                 ignored.id,
@@ -1101,5 +1110,9 @@ fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
             );
         }
     }
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(CliError::Output)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -381,3 +381,20 @@ fn audit_in_audit_mode_reports_but_exits_0_and_bad_dumps_exit_2() {
         stderr(&output)
     );
 }
+
+#[test]
+fn config_validate_into_a_closed_pipe_fails_cleanly_without_a_panic() {
+    // The read end is closed before the process has loaded its configuration, so its write
+    // meets EPIPE (Rust ignores SIGPIPE): an error exit, never a panic.
+    let mut child = portcullis()
+        .args(["config", "validate"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+}
