@@ -1720,6 +1720,38 @@ mod tests {
     }
 
     #[test]
+    fn parse_envelope_checks_shape_without_trust() {
+        let big = vec![b' '; MAX_ENVELOPE_BYTES + 1];
+        assert!(matches!(
+            parse_envelope(MEDIA_TYPE_JWS, &big),
+            Err(NotationError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_envelope("text/plain", b"{}"),
+            Err(NotationError::UnknownMediaType(_))
+        ));
+        // Well-formed headers but no certificate: refused before any cryptography.
+        let protected = serde_json::json!({
+            "alg": "PS256",
+            "cty": PAYLOAD_CONTENT_TYPE,
+            "crit": ["io.cncf.notary.signingScheme"],
+            "io.cncf.notary.signingScheme": "notary.x509",
+            "io.cncf.notary.signingTime": "2026-01-01T00:00:00Z",
+        });
+        assert!(matches!(
+            parse_envelope(MEDIA_TYPE_JWS, &jws_with(protected)),
+            Err(NotationError::Chain(_))
+        ));
+        assert!(parse_envelope(MEDIA_TYPE_COSE, b"\xd2\x84").is_err());
+    }
+
+    #[test]
+    fn a_timestamp_token_is_never_trusted_without_tsa_roots() {
+        assert!(check_timestamp_token(b"", b"sig").is_err());
+        assert!(check_timestamp_token(&[0x30, 0x03, 0x02, 0x01, 0x01], b"sig").is_err());
+    }
+
+    #[test]
     fn cose_times_need_tag_1() {
         use ciborium::Value;
         let t = cose_time(

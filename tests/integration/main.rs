@@ -12,6 +12,7 @@ mod registry_support;
 mod audit_with_mocked_apiserver;
 mod cert_rotation_with_mocked_apiserver;
 mod cli;
+mod fuzz_regressions;
 mod https_server;
 mod image_sites;
 mod leader_election_with_mocked_apiserver;
