@@ -36,6 +36,12 @@ impl ImageRef {
             return Err(error("longer than 4096 characters".into()));
         }
         let parsed = Reference::try_from(written).map_err(|err| error(err.to_string()))?;
+        // Normalising adds up to `docker.io/library/` and `:latest`; the limit holds for the
+        // normalised form too, or a reference would be accepted whose own normalised form is
+        // refused (found by fuzzing: a 4092-character host name without a tag).
+        if parsed.whole().len() > 4096 {
+            return Err(error("longer than 4096 characters once normalised".into()));
+        }
         // The parser fills in `latest` when neither tag nor digest is written; rules need to
         // know the difference ("untagged" vs "tagged latest").
         let name = written.split('@').next().unwrap_or(written);
@@ -234,6 +240,20 @@ mod tests {
         let err = ImageRef::parse(written).err();
         assert!(err.is_some(), "{written:?} parsed");
         assert!(err.is_some_and(|e| e.to_string().contains("invalid image reference")));
+    }
+
+    #[test]
+    fn fuzz_regression_normalised_form_within_the_length_limit() {
+        // fuzz/regressions/image_reference/long-host-untagged: accepted at 4092 characters,
+        // its normalised form (4099 with `:latest`) was refused.
+        let written = format!("a.{}/x", "b".repeat(4088));
+        assert!(ImageRef::parse(&written).is_err());
+        let fits = format!("a.{}/x", "b".repeat(4081));
+        let image = ImageRef::parse(&fits).ok();
+        let normalized = image.as_ref().map(ImageRef::normalized);
+        assert_eq!(normalized.as_ref().map(String::len), Some(4096));
+        let again = normalized.and_then(|n| ImageRef::parse(&n).ok());
+        assert_eq!(again.map(|i| i.normalized()), image.map(|i| i.normalized()));
     }
 
     #[rstest]
