@@ -36,6 +36,12 @@ impl ImageRef {
             return Err(error("longer than 4096 characters".into()));
         }
         let parsed = Reference::try_from(written).map_err(|err| error(err.to_string()))?;
+        // The parser lets an upper-case first path component through as a "domain" and then
+        // decides it is a Docker Hub path (`useR/app` is `docker.io/useR/app`), which it would
+        // itself refuse once normalised (found by fuzzing). Repositories are lower case.
+        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(error("the repository must be lower case".into()));
+        }
         // Normalising adds up to `docker.io/library/` and `:latest`; the limit holds for the
         // normalised form too, or a reference would be accepted whose own normalised form is
         // refused (found by fuzzing: a 4092-character host name without a tag).
@@ -231,6 +237,7 @@ mod tests {
     #[rstest]
     #[case::empty("")]
     #[case::uppercase("Nginx:1")]
+    #[case::uppercase_first_component("useR/app:1.0")]
     #[case::space("nginx 1.0")]
     #[case::short_digest("nginx@sha256:abc")]
     #[case::unknown_digest_algorithm("nginx@md5:0123456789abcdef0123456789abcdef")]
