@@ -905,7 +905,10 @@ fn parse_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let key = err.path().to_string();
         ConfigError::Syntax {
             origin: origin.to_owned(),
-            key: if key == "." {
+            // serde_path_to_error writes `.` for the top level, but an empty string when the
+            // document is only an anchor (`&e:`) or the key itself is empty (found by fuzzing):
+            // either way the message must name a place.
+            key: if key == "." || key.is_empty() {
                 "(top level)".into()
             } else {
                 key
@@ -1664,6 +1667,16 @@ mod tests {
             let message = err.map(|e| e.to_string()).unwrap_or_default();
             assert!(message.contains("omit --config"), "{message}");
             assert!(message.contains("`{}`"), "{message}");
+        }
+    }
+
+    #[test]
+    fn fuzz_regression_a_syntax_error_always_names_a_place() {
+        // fuzz/regressions/config/anchor-only: the error's key was an empty string.
+        let err = LoadedConfig::from_yaml("&e:", "cm.yaml").err();
+        assert!(err.is_some());
+        if let Some(ConfigError::Syntax { key, .. }) = &err {
+            assert_eq!(key, "(top level)", "{err:?}");
         }
     }
 

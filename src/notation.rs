@@ -1294,17 +1294,9 @@ fn verify_path(
 // Verification
 // ------------------------------------------------------------------------------------------
 
-/// Verifies one Notation signature envelope for `image_digest` (`sha256:<hex>`) at `now`.
-///
-/// `envelope_media_type` is the media type of the signature manifest's layer:
-/// [`MEDIA_TYPE_JWS`] or [`MEDIA_TYPE_COSE`].
-pub fn verify(
-    trust: &NotationTrust,
-    envelope_media_type: &str,
-    envelope: &[u8],
-    image_digest: &str,
-    now: SystemTime,
-) -> Result<NotationSigner, NotationError> {
+/// The envelope decoded and its shape checked (size, format, certificate count): everything
+/// [`verify`] does before it parses certificates.
+fn parse_checked(envelope_media_type: &str, envelope: &[u8]) -> Result<Parsed, NotationError> {
     if envelope.len() > MAX_ENVELOPE_BYTES {
         return Err(NotationError::TooLarge {
             size: envelope.len(),
@@ -1326,6 +1318,53 @@ pub fn verify(
             parsed.chain.len()
         )));
     }
+    Ok(parsed)
+}
+
+/// Everything [`verify`] checks before the cryptography, with no trust store: the envelope's
+/// encoding and header rules, the chain's size and DER, and that the leaf key suits the
+/// envelope's `alg`. Used by `portcullis`'s fuzz targets and tests (a signature that passes
+/// this can still fail [`verify`], never the other way round).
+pub fn parse_envelope(
+    envelope_media_type: &str,
+    envelope: &[u8],
+) -> Result<(EnvelopeFormat, SignatureAlgorithm), NotationError> {
+    let parsed = parse_checked(envelope_media_type, envelope)?;
+    for (i, der) in parsed.chain.iter().enumerate() {
+        let cert = parse_cert(der, &format!("certificate {i}"))?;
+        if i == 0 {
+            let key_alg = key_algorithm(&cert)?;
+            if key_alg != parsed.alg {
+                return Err(NotationError::Key(format!(
+                    "the envelope says {} but the signing key calls for {key_alg}",
+                    parsed.alg
+                )));
+            }
+        }
+    }
+    Ok((parsed.format, parsed.alg))
+}
+
+/// Reads an RFC 3161 timestamp token as [`verify`] would for `signature`, against an empty
+/// TSA trust store: the token can never be trusted, so this always ends in an error, but every
+/// step before the chain (the DER reader, CMS and TSTInfo structure, digests) runs. The fuzz
+/// and test entry point of the timestamp parser.
+pub fn check_timestamp_token(token: &[u8], signature: &[u8]) -> Result<(), NotationError> {
+    timestamp::verify_token(token, signature, &[], SystemTime::now()).map(|_| ())
+}
+
+/// Verifies one Notation signature envelope for `image_digest` (`sha256:<hex>`) at `now`.
+///
+/// `envelope_media_type` is the media type of the signature manifest's layer:
+/// [`MEDIA_TYPE_JWS`] or [`MEDIA_TYPE_COSE`].
+pub fn verify(
+    trust: &NotationTrust,
+    envelope_media_type: &str,
+    envelope: &[u8],
+    image_digest: &str,
+    now: SystemTime,
+) -> Result<NotationSigner, NotationError> {
+    let parsed = parse_checked(envelope_media_type, envelope)?;
     let certs = parsed
         .chain
         .iter()
@@ -1678,6 +1717,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, NotationError::MalformedJws(_)));
+    }
+
+    #[test]
+    fn parse_envelope_checks_shape_without_trust() {
+        let big = vec![b' '; MAX_ENVELOPE_BYTES + 1];
+        assert!(matches!(
+            parse_envelope(MEDIA_TYPE_JWS, &big),
+            Err(NotationError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_envelope("text/plain", b"{}"),
+            Err(NotationError::UnknownMediaType(_))
+        ));
+        // Well-formed headers but no certificate: refused before any cryptography.
+        let protected = serde_json::json!({
+            "alg": "PS256",
+            "cty": PAYLOAD_CONTENT_TYPE,
+            "crit": ["io.cncf.notary.signingScheme"],
+            "io.cncf.notary.signingScheme": "notary.x509",
+            "io.cncf.notary.signingTime": "2026-01-01T00:00:00Z",
+        });
+        assert!(matches!(
+            parse_envelope(MEDIA_TYPE_JWS, &jws_with(protected)),
+            Err(NotationError::Chain(_))
+        ));
+        assert!(parse_envelope(MEDIA_TYPE_COSE, b"\xd2\x84").is_err());
+    }
+
+    #[test]
+    fn a_timestamp_token_is_never_trusted_without_tsa_roots() {
+        assert!(check_timestamp_token(b"", b"sig").is_err());
+        assert!(check_timestamp_token(&[0x30, 0x03, 0x02, 0x01, 0x01], b"sig").is_err());
     }
 
     #[test]

@@ -35,7 +35,20 @@ impl ImageRef {
         if written.len() > 4096 {
             return Err(error("longer than 4096 characters".into()));
         }
-        let parsed = Reference::try_from(written).map_err(|err| error(err.to_string()))?;
+        let mut parsed = Reference::try_from(written).map_err(|err| error(err.to_string()))?;
+        // Host names are case-insensitive (DNS; the kubelet pulls `GHCR.io/x` from ghcr.io), but
+        // globs and trust are matched on the text: `REGISTRY.example.com/team/app` must not
+        // escape a policy for `registry.example.com/team/**`. The host is normalised to lower
+        // case; the written form is kept for messages.
+        if parsed.registry().bytes().any(|b| b.is_ascii_uppercase()) {
+            let whole = parsed.whole();
+            let host = parsed.registry();
+            let lowered = match whole.strip_prefix(host) {
+                Some(rest) => format!("{}{rest}", host.to_ascii_lowercase()),
+                None => return Err(error("the registry host cannot be normalised".into())),
+            };
+            parsed = Reference::try_from(lowered.as_str()).map_err(|err| error(err.to_string()))?;
+        }
         // OCI's registered algorithms are lowercase hex; the parser also takes upper case,
         // which no registry or kubelet resolves (it would only reach `onError`).
         if let Some((algorithm, hex)) = parsed.digest().and_then(|d| d.split_once(':'))
@@ -45,6 +58,18 @@ impl ImageRef {
             return Err(error(format!(
                 "the {algorithm} digest must be lowercase hex"
             )));
+        }
+        // The parser lets an upper-case first path component through as a "domain" and then
+        // decides it is a Docker Hub path (`useR/app` is `docker.io/useR/app`), which it would
+        // itself refuse once normalised (found by fuzzing). Repositories are lower case.
+        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(error("the repository must be lower case".into()));
+        }
+        // Normalising adds up to `docker.io/library/` and `:latest`; the limit holds for the
+        // normalised form too, or a reference would be accepted whose own normalised form is
+        // refused (found by fuzzing: a 4092-character host name without a tag).
+        if parsed.whole().len() > 4096 {
+            return Err(error("longer than 4096 characters once normalised".into()));
         }
         // The parser fills in `latest` when neither tag nor digest is written; rules need to
         // know the difference ("untagged" vs "tagged latest").
@@ -235,6 +260,7 @@ mod tests {
     #[rstest]
     #[case::empty("")]
     #[case::uppercase("Nginx:1")]
+    #[case::uppercase_first_component("useR/app:1.0")]
     #[case::space("nginx 1.0")]
     #[case::short_digest("nginx@sha256:abc")]
     #[case::unknown_digest_algorithm("nginx@md5:0123456789abcdef0123456789abcdef")]
@@ -247,6 +273,20 @@ mod tests {
         let err = ImageRef::parse(written).err();
         assert!(err.is_some(), "{written:?} parsed");
         assert!(err.is_some_and(|e| e.to_string().contains("invalid image reference")));
+    }
+
+    #[test]
+    fn fuzz_regression_normalised_form_within_the_length_limit() {
+        // fuzz/regressions/image_reference/long-host-untagged: accepted at 4092 characters,
+        // its normalised form (4099 with `:latest`) was refused.
+        let written = format!("a.{}/x", "b".repeat(4088));
+        assert!(ImageRef::parse(&written).is_err());
+        let fits = format!("a.{}/x", "b".repeat(4085));
+        let image = ImageRef::parse(&fits).ok();
+        let normalized = image.as_ref().map(ImageRef::normalized);
+        assert_eq!(normalized.as_ref().map(String::len), Some(4096));
+        let again = normalized.and_then(|n| ImageRef::parse(&n).ok());
+        assert_eq!(again.map(|i| i.normalized()), image.map(|i| i.normalized()));
     }
 
     #[rstest]
@@ -281,5 +321,17 @@ mod tests {
     fn broken_globs_are_errors() {
         assert!(ImageGlobs::new(["ghcr.io/[abc"]).is_err());
         assert!(ImageGlobs::new([""]).is_err());
+    }
+
+    #[test]
+    fn an_upper_case_registry_host_is_the_same_registry_and_matches_its_globs() {
+        let image = ImageRef::parse("REGISTRY.Example.com:5000/team/app:v1").unwrap();
+        assert_eq!(image.registry(), "registry.example.com:5000");
+        assert_eq!(image.normalized(), "registry.example.com:5000/team/app:v1");
+        assert_eq!(image.written(), "REGISTRY.Example.com:5000/team/app:v1");
+        let globs = ImageGlobs::new(["registry.example.com:5000/team/**"]).unwrap();
+        assert!(globs.matches(&image));
+        let hub = ImageRef::parse("Docker.IO/library/nginx:1.27").unwrap();
+        assert_eq!(hub.normalized(), "docker.io/library/nginx:1.27");
     }
 }

@@ -15,6 +15,7 @@ mod cert_rotation_with_mocked_apiserver;
 mod cli;
 mod digest_pinning;
 mod faults_under_load;
+mod fuzz_regressions;
 mod https_server;
 mod image_sites;
 mod leader_election_with_mocked_apiserver;
