@@ -128,7 +128,13 @@ fn prepared_vs_fresh(c: &mut Criterion) {
                 &[],
                 time::OffsetDateTime::UNIX_EPOCH,
             );
-            black_box(document.regorus_base().clone())
+            black_box(
+                document
+                    .engine_form(|base| {
+                        regorus::Value::from(serde_json::Value::Object(base.clone()))
+                    })
+                    .cloned(),
+            )
         })
     });
     group.bench_function("prepared-and-cloned", |b| {

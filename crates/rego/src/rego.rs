@@ -22,10 +22,10 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Mode, PolicyMatch, RegoSettings, RegoSyntax};
-use crate::workload::ContainerKind;
+use portcullis_core::config::{Config, Mode, PolicyMatch, RegoSettings, RegoSyntax};
+use portcullis_core::workload::ContainerKind;
 
-use super::{Finding, ImageEntry, Policy, PolicyError, PolicyInput, Subject};
+use portcullis_core::policy::{Finding, ImageEntry, Policy, PolicyError, PolicyInput, Subject};
 
 /// The rules portcullis reads from every policy package.
 pub const RESULT_RULES: [&str; 3] = ["violation", "deny", "warn"];
@@ -171,7 +171,7 @@ impl RegoBundle {
         for source in sources {
             let (package, syntax) = add_source(&mut engine, &source)?;
             let package = package.strip_prefix("data.").unwrap_or(&package).to_owned();
-            let digest = crate::config::identity_of(source.text.as_bytes());
+            let digest = portcullis_core::config::identity_of(source.text.as_bytes());
             hasher.update(source.path.as_bytes());
             hasher.update([0]);
             hasher.update(digest.as_bytes());
@@ -219,7 +219,7 @@ impl RegoBundle {
                 .map_err(|err| RegoError::Compile(tidy(&err)))?;
             let ast: Json =
                 serde_json::from_str(&ast).map_err(|err| RegoError::Compile(err.to_string()))?;
-            super::recursion::check(&ast).map_err(RegoError::Compile)?;
+            crate::recursion::check(&ast).map_err(RegoError::Compile)?;
         }
         // Analyse and prepare once (undefined functions, unsafe variables, conflicting
         // rules surface here, at load time); every evaluation clones this prepared engine.
@@ -566,7 +566,13 @@ impl Policy for RegoPolicy {
         let Some(document) = input.document else {
             return Err(error("the input document was not built".into()));
         };
-        let mut value = document.regorus_base().clone();
+        let convert = |base: &serde_json::Map<String, serde_json::Value>| {
+            regorus::Value::from(serde_json::Value::Object(base.clone()))
+        };
+        let mut value = match document.engine_form(convert) {
+            Some(value) => value.clone(),
+            None => convert(document.base()),
+        };
         if let Ok(object) = value.as_object_mut() {
             object.insert(regorus::Value::from("parameters"), self.parameters.clone());
         }
@@ -769,9 +775,9 @@ warn contains "always" if true
         let entry = |name: &str, kind: ContainerKind, image: &str| ImageEntry {
             container: name.into(),
             container_kind: kind,
-            reference: crate::reference::ImageRef::parse(image),
+            reference: portcullis_core::reference::ImageRef::parse(image),
             evidence: None,
-            scan: crate::policy::ScanState::NotRequested,
+            scan: portcullis_core::policy::ScanState::NotRequested,
             lifecycle: Default::default(),
         };
         // A container and an image volume may share a name.
@@ -831,7 +837,9 @@ warn contains "always" if true
             .collect();
         assert_eq!(found, ["a.rego", "b/deeper/c.rego", "z.rego"]);
         let settings = RegoSettings {
-            paths: vec![crate::config::RegoPath::Plain(root.join("b/deeper/none"))],
+            paths: vec![portcullis_core::config::RegoPath::Plain(
+                root.join("b/deeper/none"),
+            )],
             ..RegoSettings::default()
         };
         std::fs::create_dir_all(root.join("b/deeper/none")).unwrap();

@@ -24,18 +24,18 @@ use std::time::Duration;
 use moka::future::Cache;
 use tokio::time::Instant;
 
-use crate::config::{Config, EvidenceSettings, ImagePolicy};
 use crate::credentials::{Credential, DockerConfig, PullSecretSource};
-use crate::evidence::{
-    EvidenceError, EvidenceFuture, EvidenceSource, GatherContext, ImageEvidence, ImageFacts,
-    PolicyVerification, SignatureEvidence,
-};
-use crate::policy::lifecycle::BaseImageState;
-use crate::reference::ImageRef;
 use crate::registry::{
     Call, Manifest, RegistryClient, RegistryError, child_for_platform, facts_of,
 };
 use crate::signature::{self, Authorities, SignatureError};
+use crate::source::{EvidenceFuture, EvidenceSource, GatherContext};
+use portcullis_core::config::{Config, EvidenceSettings, ImagePolicy};
+use portcullis_core::evidence::{
+    EvidenceError, ImageEvidence, ImageFacts, PolicyVerification, SignatureEvidence,
+};
+use portcullis_core::policy::lifecycle::BaseImageState;
+use portcullis_core::reference::ImageRef;
 
 /// How long compiled authorities (keys read from files) are reused before files are re-read.
 const AUTHORITIES_TTL: Duration = Duration::from_secs(30);

@@ -23,9 +23,6 @@
 pub mod builtin;
 pub mod input;
 pub mod lifecycle;
-pub mod recursion;
-pub mod rego;
-pub mod testing;
 pub mod vulnerability;
 
 use std::sync::Arc;

@@ -17,13 +17,13 @@ use serde_json::{Map, Value as Json, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::RegoSyntax;
-use crate::reference::ImageRef;
-use crate::workload;
+use portcullis_core::config::RegoSyntax;
+use portcullis_core::reference::ImageRef;
+use portcullis_core::workload;
 
-use super::input::{InputDocument, images_of};
-use super::rego::{Package, RegoBundle, RegoError, RegoSource, rego_files};
-use super::{ImageEntry, ScanState};
+use crate::rego::{Package, RegoBundle, RegoError, RegoSource, rego_files};
+use portcullis_core::policy::input::{InputDocument, images_of};
+use portcullis_core::policy::{ImageEntry, ScanState};
 
 /// The table file name looked for in each policy folder.
 pub const TABLE_FILE: &str = "tests.yaml";

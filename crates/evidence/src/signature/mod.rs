@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use regex::Regex;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sigstore_crypto::SigningScheme;
 use sigstore_trust_root::{SIGSTORE_PRODUCTION_TRUSTED_ROOT, TrustedRoot};
@@ -27,14 +26,12 @@ use sigstore_types::bundle::VerificationMaterialContent;
 use sigstore_types::{Bundle, DerPublicKey, Sha256Hash, SignatureContent};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, Verifier};
 
-use crate::config::{ImagePolicy, KeySource, KeylessIdentity, SignatureRequirement};
-use crate::evidence::{PolicyVerification, SignatureEvidence, VerifiedAttestation};
-use crate::reference::{GlobError, ImageGlobs, ImageRef};
 use crate::registry::cosign_tag;
-use artefact::{
-    Artefact, COSIGN_SIGN_PREDICATE, Content, Format, Place, SIMPLE_SIGNING_TYPE, SimpleSigning,
-};
+use artefact::{Artefact, COSIGN_SIGN_PREDICATE, Content, SIMPLE_SIGNING_TYPE, SimpleSigning};
 pub use discover::Collected;
+use portcullis_core::config::{ImagePolicy, KeySource, KeylessIdentity, SignatureRequirement};
+use portcullis_core::evidence::{PolicyVerification, SignatureEvidence, VerifiedAttestation};
+use portcullis_core::reference::{GlobError, ImageGlobs, ImageRef};
 
 /// A signature requirement that cannot be turned into authorities.
 #[derive(Debug, thiserror::Error)]
@@ -344,7 +341,7 @@ impl Authorities {
             Some(notation) => {
                 let trust = notation.compile().map_err(|err| SignatureError::Notation {
                     policy: policy.to_owned(),
-                    source: err,
+                    source: crate::notation::NotationError::Trust(err),
                 })?;
                 fingerprint.update(format!("notation\0{}", trust.fingerprint()).as_bytes());
                 Some(Arc::new(trust))
@@ -601,24 +598,7 @@ fn normalize_repository(reference: &str) -> String {
         .unwrap_or(joined)
 }
 
-/// What one artefact turned out to be, for `verify` and for denials.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FoundArtefact {
-    pub place: Place,
-    pub format: Format,
-    /// `signature`, or the attestation's predicate type.
-    pub kind: String,
-    /// Who signed it as far as can be told: `key <label>`, `subject S (issuer I)`, or
-    /// `an unknown key`.
-    pub signer: String,
-    /// Whether it counts for this policy.
-    pub verified: bool,
-    /// Why it does not count (empty when verified).
-    pub reason: String,
-    /// The manifest or layer it came from.
-    pub source: String,
-}
+pub use portcullis_core::evidence::FoundArtefact;
 
 /// The outcome of one artefact against the authorities.
 enum Judged {

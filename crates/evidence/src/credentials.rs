@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use serde::Deserialize;
 
-use crate::workload::PullRefs;
+use portcullis_core::workload::PullRefs;
 
 /// How to authenticate to one registry.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]

@@ -2,8 +2,8 @@
 //! `.sig` / `.att` tags, the OCI referrers API and the referrers tag schema. What is found is
 //! turned into [`Artefact`]s for the pure judge; nothing here decides anything.
 
-use crate::reference::ImageRef;
 use crate::registry::{Call, Descriptor, Manifest, RegistryClient, RegistryError, cosign_tag};
+use portcullis_core::reference::ImageRef;
 
 use super::artefact::{
     self, Artefact, BUNDLE_MEDIA_TYPE_PREFIX, COSIGN_SIGN_PREDICATE, ClassicMaterial, Content,

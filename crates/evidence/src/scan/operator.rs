@@ -18,8 +18,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{ScanReport, ScanSource, Severity, Vulnerability};
-use crate::reference::ImageRef;
+use portcullis_core::reference::ImageRef;
+use portcullis_core::scan::{ScanReport, ScanSource, Severity, Vulnerability};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {

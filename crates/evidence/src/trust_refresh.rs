@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use sigstore_trust_root::{SigstoreInstance, TrustedRoot, TufBootstrap, TufConfig};
 
-use crate::config::{PUBLIC_GOOD_TUF_URL, TufSettings};
 use crate::signature::{RootInUse, TrustRootError};
+use portcullis_core::config::{PUBLIC_GOOD_TUF_URL, TufSettings};
 
 /// Why no trusted root could be had from TUF.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@
 //! digest in memory, so a lookup on the request path is a hash-map read.
 
 pub mod attestation;
-pub mod operator;
 pub mod trivy;
 
 use std::collections::HashMap;

@@ -3,11 +3,12 @@
 //! signing, `.att` DSSE) are turned into Sigstore bundles here, so that one verifier — the
 //! maintained `sigstore-verify` — judges every format.
 
+pub use portcullis_core::evidence::{Format, Place};
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sigstore_types::Bundle;
@@ -36,59 +37,6 @@ pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// The simple-signing `critical.type` of a classic signature.
 pub const SIMPLE_SIGNING_TYPE: &str = "cosign container image signature";
-
-/// Where an artefact was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Place {
-    /// The `sha256-<hex>.sig` tag (classic Cosign).
-    SigTag,
-    /// The `sha256-<hex>.att` tag (classic Cosign attestations).
-    AttTag,
-    /// The OCI referrers API.
-    ReferrersApi,
-    /// The referrers tag schema (an index under the tag `sha256-<hex>`).
-    ReferrersTagSchema,
-}
-
-impl Place {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Place::SigTag => ".sig tag",
-            Place::AttTag => ".att tag",
-            Place::ReferrersApi => "OCI referrer",
-            Place::ReferrersTagSchema => "referrers tag schema",
-        }
-    }
-}
-
-/// The format of an artefact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Format {
-    /// A Cosign simple-signing payload with its signature in an annotation.
-    CosignSimpleSigning,
-    /// A DSSE envelope layer (`cosign attest`, classic).
-    CosignDsse,
-    /// A Sigstore bundle (Cosign 3, GitHub artifact attestations, sigstore-js).
-    SigstoreBundle,
-    /// A Notary Project JWS envelope.
-    NotationJws,
-    /// A Notary Project COSE envelope.
-    NotationCose,
-}
-
-impl Format {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Format::CosignSimpleSigning => "Cosign signature",
-            Format::CosignDsse => "Cosign DSSE attestation",
-            Format::SigstoreBundle => "Sigstore bundle",
-            Format::NotationJws => "Notation JWS signature",
-            Format::NotationCose => "Notation COSE signature",
-        }
-    }
-}
 
 /// What the artefact holds, ready for verification.
 #[derive(Debug, Clone)]

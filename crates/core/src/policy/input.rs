@@ -7,6 +7,7 @@
 //! evidence gains fields (image config facts, attestations), they are added there and nowhere
 //! else. `docs/writing-policies.md` is the reference for every field.
 
+use std::any::Any;
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
@@ -23,9 +24,10 @@ use super::{ImageEntry, ScanState};
 #[derive(Debug)]
 pub struct InputDocument {
     base: Map<String, Value>,
-    /// The same, converted once per review for the Rego engine (each policy then only adds
-    /// its parameters).
-    regorus: OnceLock<regorus::Value>,
+    /// The same in a policy engine's own value type, converted once per review (each policy
+    /// then only adds its parameters). Opaque here so the core names no engine; one engine
+    /// converts per process (Rego today).
+    engine_form: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl InputDocument {
@@ -37,14 +39,20 @@ impl InputDocument {
         base.insert("now".into(), Value::String(rfc3339(now)));
         Self {
             base,
-            regorus: OnceLock::new(),
+            engine_form: OnceLock::new(),
         }
     }
 
-    /// The shared parts as a regorus value, converted on first use.
-    pub fn regorus_base(&self) -> &regorus::Value {
-        self.regorus
-            .get_or_init(|| regorus::Value::from(Value::Object(self.base.clone())))
+    /// The shared parts converted by `convert` into an engine's value type, on first use.
+    /// `None` when another type was stored first (two engines in one review: the caller
+    /// converts itself).
+    pub fn engine_form<T: Any + Send + Sync>(
+        &self,
+        convert: impl FnOnce(&Map<String, Value>) -> T,
+    ) -> Option<&T> {
+        self.engine_form
+            .get_or_init(|| Box::new(convert(&self.base)))
+            .downcast_ref::<T>()
     }
 
     /// The whole document for one policy: the shared parts plus its `parameters` (an empty

@@ -1,17 +1,10 @@
 //! Evidence about an image gathered from outside (registry digests, image facts, signatures,
-//! attestations): the pure types policies read, and the `EvidenceSource` seam the engine
-//! gathers them through. The registry-backed source lives in `registry_evidence`.
+//! attestations): the pure types policies read. Gathering them is the evidence crate's
+//! (`portcullis_evidence::source::EvidenceSource`).
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 use serde::Serialize;
-use tokio::time::Instant;
-
-use crate::config::ImagePolicy;
-use crate::reference::ImageRef;
-use crate::workload::PullRefs;
 
 /// What is known about one image's signatures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,7 +81,7 @@ pub struct PolicyVerification {
     pub missing_attestations: Vec<String>,
     /// Every signature and attestation found for the digest and what became of it (for
     /// `portcullis verify` and the inventory; denials are written from it).
-    pub found: Vec<crate::signature::FoundArtefact>,
+    pub found: Vec<FoundArtefact>,
 }
 
 /// Facts gathered about one image for the image policies that match it.
@@ -158,74 +151,74 @@ pub struct EvidenceError {
     pub message: String,
 }
 
-/// What the engine knows about the request an image is gathered for.
-#[derive(Debug, Clone)]
-pub struct GatherContext {
-    pub namespace: String,
-    /// The pod's pull secrets and service account (credentials the kubelet would use).
-    pub pull: PullRefs,
-    /// When the answer must be on its way; retries never go past it.
-    pub deadline: Instant,
-    /// Whose registry requests these are.
-    pub priority: Priority,
+/// What one artefact turned out to be, for `verify` and for denials.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FoundArtefact {
+    pub place: Place,
+    pub format: Format,
+    /// `signature`, or the attestation's predicate type.
+    pub kind: String,
+    /// Who signed it as far as can be told: `key <label>`, `subject S (issuer I)`, or
+    /// `an unknown key`.
+    pub signer: String,
+    /// Whether it counts for this policy.
+    pub verified: bool,
+    /// Why it does not count (empty when verified).
+    pub reason: String,
+    /// The manifest or layer it came from.
+    pub source: String,
 }
 
-/// Who is waiting for evidence: the API server (admission) or nobody in a hurry (re-judging,
-/// `audit`, `check`). Background work may hold at most half of a registry's concurrency
-/// slots, so a large re-judging pass never starves admission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Priority {
-    #[default]
-    Admission,
-    Background,
+/// Where an artefact was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Place {
+    /// The `sha256-<hex>.sig` tag (classic Cosign).
+    SigTag,
+    /// The `sha256-<hex>.att` tag (classic Cosign attestations).
+    AttTag,
+    /// The OCI referrers API.
+    ReferrersApi,
+    /// The referrers tag schema (an index under the tag `sha256-<hex>`).
+    ReferrersTagSchema,
 }
 
-impl GatherContext {
-    /// A context without pod credentials (CLI checks, benches).
-    pub fn anonymous(deadline: Instant) -> Self {
-        Self {
-            namespace: String::new(),
-            pull: PullRefs::default(),
-            deadline,
-            priority: Priority::Admission,
+impl Place {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Place::SigTag => ".sig tag",
+            Place::AttTag => ".att tag",
+            Place::ReferrersApi => "OCI referrer",
+            Place::ReferrersTagSchema => "referrers tag schema",
         }
     }
 }
 
-/// A boxed future, so that sources can be used as trait objects.
-pub type EvidenceFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<ImageEvidence, EvidenceError>> + Send + 'a>>;
-
-/// Gathers evidence for one image under the image policies that matched it.
-pub trait EvidenceSource: Send + Sync + std::fmt::Debug {
-    fn gather<'a>(
-        &'a self,
-        image: &'a ImageRef,
-        policies: &'a [ImagePolicy],
-        context: &'a GatherContext,
-    ) -> EvidenceFuture<'a>;
+/// The format of an artefact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Format {
+    /// A Cosign simple-signing payload with its signature in an annotation.
+    CosignSimpleSigning,
+    /// A DSSE envelope layer (`cosign attest`, classic).
+    CosignDsse,
+    /// A Sigstore bundle (Cosign 3, GitHub artifact attestations, sigstore-js).
+    SigstoreBundle,
+    /// A Notary Project JWS envelope.
+    NotationJws,
+    /// A Notary Project COSE envelope.
+    NotationCose,
 }
 
-/// A source that reaches no registry, so every signature requirement stays unmet and the
-/// image policy denies (fail closed). Used where no registry access is wanted.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoRegistry;
-
-impl EvidenceSource for NoRegistry {
-    fn gather<'a>(
-        &'a self,
-        _image: &'a ImageRef,
-        _policies: &'a [ImagePolicy],
-        _context: &'a GatherContext,
-    ) -> EvidenceFuture<'a> {
-        Box::pin(async {
-            Ok(ImageEvidence::signatures_only(
-                None,
-                SignatureEvidence::Unavailable {
-                    reason: "signature verification is not available here (no registry client)"
-                        .into(),
-                },
-            ))
-        })
+impl Format {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Format::CosignSimpleSigning => "Cosign signature",
+            Format::CosignDsse => "Cosign DSSE attestation",
+            Format::SigstoreBundle => "Sigstore bundle",
+            Format::NotationJws => "Notation JWS signature",
+            Format::NotationCose => "Notation COSE signature",
+        }
     }
 }

@@ -491,7 +491,7 @@ pub struct SignatureRequirement {
     /// Notary Project signatures: a trust store of X.509 roots and trusted identities. Counts
     /// as one authority toward `threshold`, beside keys and keyless identities.
     #[serde(default)]
-    pub notation: Option<crate::notation::NotationRequirement>,
+    pub notation: Option<crate::notation_trust::NotationRequirement>,
     /// In-toto predicate types that make a DSSE bundle a *signature* of the image rather than
     /// an attestation (default: Cosign 3's `https://sigstore.dev/cosign/sign/v1`).
     #[serde(default)]

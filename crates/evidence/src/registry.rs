@@ -28,10 +28,10 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::config::{EvidenceSettings, RegistryCredentials, RegistrySettings};
 use crate::credentials::{Credential, CredentialError, DockerConfig};
-use crate::evidence::ImageFacts;
-use crate::reference::ImageRef;
+use portcullis_core::config::{EvidenceSettings, RegistryCredentials, RegistrySettings};
+use portcullis_core::evidence::ImageFacts;
+use portcullis_core::reference::ImageRef;
 
 /// Manifest media types portcullis accepts (OCI and Docker v2, single and multi-arch).
 pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
@@ -384,7 +384,7 @@ pub fn facts_of(config: &[u8], annotations: &BTreeMap<String, String>) -> ImageF
 pub struct Call {
     pub deadline: Instant,
     pub credential: Credential,
-    pub priority: crate::evidence::Priority,
+    pub priority: crate::source::Priority,
 }
 
 /// One registry's concurrency limits.
@@ -509,7 +509,7 @@ impl RegistryClient {
             credential: self
                 .configured_credential(image.registry())
                 .unwrap_or_default(),
-            priority: crate::evidence::Priority::Admission,
+            priority: crate::source::Priority::Admission,
         };
         self.resolve_with(image, &call).await
     }
@@ -1014,10 +1014,10 @@ impl RegistryClient {
             // Background work takes a background slot first, so it never holds more than its
             // share of the registry's slots while admission waits.
             let _background = match call.priority {
-                crate::evidence::Priority::Background => {
+                crate::source::Priority::Background => {
                     Some(limits.background.acquire_owned().await.map_err(closed)?)
                 }
-                crate::evidence::Priority::Admission => None,
+                crate::source::Priority::Admission => None,
             };
             let _permit = limits.all.acquire_owned().await.map_err(closed)?;
             let mut operation = operation;

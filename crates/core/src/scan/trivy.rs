@@ -1,17 +1,13 @@
-//! Trivy JSON reports (`trivy image -f json`, `SchemaVersion: 2`) read from a directory that is
-//! watched, so new reports are picked up without a restart. Reports are matched to images by
-//! the digests in `Metadata.RepoDigests`; the scan time is `CreatedAt`.
+//! The Trivy JSON report format (`trivy image -f json`, `SchemaVersion: 2`): parsed into
+//! [`ScanReport`]s, one per digest the report names in `Metadata.RepoDigests`; the scan time
+//! is `CreatedAt`. Reading and watching a directory of reports is the evidence crate's.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::{ScanReport, ScanSource, Severity, Vulnerability};
-use crate::watch::FileChanges;
+use super::{ScanReport, Severity, Vulnerability};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrivyError {
@@ -148,7 +144,7 @@ fn flatten(results: Vec<ReportResult>) -> Vec<Vulnerability> {
 /// The vulnerabilities and `CreatedAt` of a Trivy JSON report embedded in another document
 /// (the `scanner.result` of a Cosign vulnerability attestation). The digest is not read from
 /// it: the caller knows which digest the signed statement is about.
-pub(super) fn embedded_report(
+pub(crate) fn embedded_report(
     value: &serde_json::Value,
 ) -> Result<(Option<OffsetDateTime>, Vec<Vulnerability>), String> {
     #[derive(Deserialize)]
@@ -161,93 +157,4 @@ pub(super) fn embedded_report(
     }
     let embedded = Embedded::deserialize(value).map_err(|err| err.to_string())?;
     Ok((embedded.created_at, flatten(embedded.results)))
-}
-
-/// The reports of one directory, indexed by digest (the newest per digest).
-#[derive(Debug)]
-pub struct TrivyDirectory {
-    directory: PathBuf,
-    index: ArcSwap<HashMap<String, Arc<ScanReport>>>,
-}
-
-impl TrivyDirectory {
-    /// Reads every `*.json` report in `directory`. Unreadable or foreign files are skipped with
-    /// a warning (returned too), so one bad file never hides the others.
-    pub fn open(directory: PathBuf) -> Result<(Arc<Self>, Vec<TrivyError>), TrivyError> {
-        let source = Arc::new(Self {
-            directory,
-            index: ArcSwap::from_pointee(HashMap::new()),
-        });
-        let problems = source.reload()?;
-        Ok((source, problems))
-    }
-
-    pub fn directory(&self) -> &Path {
-        &self.directory
-    }
-
-    /// Re-reads the directory; the new index replaces the old one at once.
-    pub fn reload(&self) -> Result<Vec<TrivyError>, TrivyError> {
-        let entries = std::fs::read_dir(&self.directory).map_err(|source| TrivyError::Read {
-            path: self.directory.clone(),
-            source,
-        })?;
-        let mut index: HashMap<String, Arc<ScanReport>> = HashMap::new();
-        let mut problems = Vec::new();
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "json") && path.is_file())
-            .collect();
-        paths.sort();
-        for path in paths {
-            let parsed = std::fs::read(&path)
-                .map_err(|source| TrivyError::Read {
-                    path: path.clone(),
-                    source,
-                })
-                .and_then(|bytes| parse(&bytes, &path));
-            match parsed {
-                Ok(reports) => {
-                    for report in reports {
-                        let newer = index
-                            .get(&report.digest)
-                            .is_none_or(|known| known.scanned_at < report.scanned_at);
-                        if newer {
-                            index.insert(report.digest.clone(), Arc::new(report));
-                        }
-                    }
-                }
-                Err(problem) => {
-                    tracing::warn!(error = %problem, "skipping a Trivy report");
-                    problems.push(problem);
-                }
-            }
-        }
-        tracing::info!(directory = %self.directory.display(), digests = index.len(), "Trivy reports loaded");
-        self.index.store(Arc::new(index));
-        Ok(problems)
-    }
-
-    /// Reloads whenever the directory changes, until the returned task is aborted.
-    pub fn watch(
-        self: &Arc<Self>,
-    ) -> Result<tokio::task::JoinHandle<()>, crate::watch::WatchError> {
-        // FileChanges watches the parent of each file it is given: name a file inside.
-        let mut changes = FileChanges::watch([self.directory.join("report.json").as_path()])?;
-        let source = self.clone();
-        Ok(tokio::spawn(async move {
-            while changes.next().await.is_some() {
-                if let Err(err) = source.reload() {
-                    tracing::error!(error = %err, "cannot reload Trivy reports; keeping the previous ones");
-                }
-            }
-        }))
-    }
-}
-
-impl ScanSource for TrivyDirectory {
-    fn lookup(&self, digest: &str) -> Option<Arc<ScanReport>> {
-        self.index.load().get(digest).cloned()
-    }
 }
