@@ -141,8 +141,18 @@ pub async fn handle_by(
     deadline: Instant,
     priority: crate::evidence::Priority,
 ) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
-    let started = Instant::now();
     let request = parse(body)?;
+    Ok(judge(engine, &request, deadline, priority).await)
+}
+
+/// Judges one decoded request and answers it (logging the decision in a `review` span).
+pub async fn judge(
+    engine: &Engine,
+    request: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+    priority: crate::evidence::Priority,
+) -> (AdmissionReview<DynamicObject>, Verdict) {
+    let started = Instant::now();
     let span = tracing::info_span!(
         "review",
         uid = %request.uid,
@@ -154,7 +164,7 @@ pub async fn handle_by(
         verdict = tracing::field::Empty,
     );
     let verdict = engine
-        .review(&request, deadline, priority)
+        .review(request, deadline, priority)
         .instrument(span.clone())
         .await;
     span.record("verdict", verdict.outcome.as_str());
@@ -176,7 +186,7 @@ pub async fn handle_by(
             tracing::debug!(finding, "finding");
         }
     });
-    Ok((respond(&request, &verdict), verdict))
+    (respond(request, &verdict), verdict)
 }
 
 /// A JSON document in which no object repeats a key (checked while reading, nothing kept).
@@ -327,8 +337,19 @@ pub async fn handle_mutation_by(
     deadline: Instant,
     priority: crate::evidence::Priority,
 ) -> Result<(serde_json::Value, crate::pinning::Outcome), AdmissionError> {
-    let started = Instant::now();
     let request = parse(body)?;
+    judge_mutation(engine, &request, deadline, priority).await
+}
+
+/// Plans digest pinning for one decoded request and answers it as the mutating webhook
+/// (logging the plan in a `mutate` span).
+pub async fn judge_mutation(
+    engine: &Engine,
+    request: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+    priority: crate::evidence::Priority,
+) -> Result<(serde_json::Value, crate::pinning::Outcome), AdmissionError> {
+    let started = Instant::now();
     let span = tracing::info_span!(
         "mutate",
         uid = %request.uid,
@@ -340,7 +361,7 @@ pub async fn handle_mutation_by(
         pinning = tracing::field::Empty,
     );
     let outcome = engine
-        .pin(&request, deadline, priority)
+        .pin(request, deadline, priority)
         .instrument(span.clone())
         .await;
     span.record("pinning", outcome.as_str());
@@ -363,5 +384,5 @@ pub async fn handle_mutation_by(
             tracing::debug!(container = %pin.container, from = %pin.from, to = %pin.to, "pin");
         }
     });
-    Ok((respond_mutation(&request, &outcome)?, outcome))
+    Ok((respond_mutation(request, &outcome)?, outcome))
 }

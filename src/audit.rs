@@ -232,22 +232,20 @@ pub async fn judge_objects(
 ) -> Result<Vec<Judged>, AuditError> {
     let mut results = Vec::with_capacity(objects.len());
     for (index, object) in objects.iter().enumerate() {
-        let review = object.as_admission_review(&format!("{uid_prefix}-{index}"));
-        let body = serde_json::to_vec(&review).map_err(|err| AuditError::Judge {
-            origin: object.origin.clone(),
-            message: err.to_string(),
-        })?;
-        let (_, verdict) = crate::admission::handle_with_priority(
+        let request = object
+            .as_admission_request(&format!("{uid_prefix}-{index}"))
+            .map_err(|err| AuditError::Judge {
+                origin: object.origin.clone(),
+                message: err.to_string(),
+            })?;
+        let deadline = tokio::time::Instant::now() + engine.budget(None);
+        let (_, verdict) = crate::admission::judge(
             engine,
-            &body,
-            None,
+            &request,
+            deadline,
             crate::evidence::Priority::Background,
         )
-        .await
-        .map_err(|err| AuditError::Judge {
-            origin: object.origin.clone(),
-            message: err.to_string(),
-        })?;
+        .await;
         results.push(Judged {
             origin: object.origin.clone(),
             object: object.display(),

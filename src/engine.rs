@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
-use crate::decision::{Context, Verdict};
+use crate::decision::Verdict;
 use crate::evidence::{EvidenceError, EvidenceSource, GatherContext, Priority};
 use crate::exceptions::Exceptions;
 use crate::pinning;
@@ -42,6 +42,7 @@ use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject
 use crate::reference::{GlobError, ImageGlobs, ImageRef};
 use crate::scan::attestation::{VULN_PREDICATE_TYPE, report_from_vuln_predicate};
 use crate::scan::{NoScans, ScanReport, ScanSource};
+use crate::subject::ReviewSubject;
 use crate::workload::{self, PodView};
 
 /// Rule id for requests that cannot be judged at all (no object, malformed pod spec).
@@ -246,12 +247,13 @@ impl Engine {
         priority: Priority,
     ) -> Verdict {
         let namespace = request.namespace.as_deref().unwrap_or("");
-        let context = Context {
-            kind: &request.kind.kind,
+        let mut subject = ReviewSubject::new(
+            operation_name(&request.operation),
+            request.kind.kind.as_str(),
             namespace,
-            name: &request.name,
-            identity: self.identity(),
-        };
+            request.name.as_str(),
+        );
+        let identity = self.identity();
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             return Verdict::skipped(self.identity());
         }
@@ -279,7 +281,8 @@ impl Engine {
         }
         let Some(object) = &request.object else {
             return Verdict::decide(
-                &context,
+                &subject,
+                identity,
                 vec![request_finding(format!(
                     "the {:?} request carries no object to judge",
                     request.operation
@@ -291,7 +294,8 @@ impl Engine {
         // outcome; judging it now would only produce an answer nobody waits for.
         if Instant::now() >= deadline {
             return Verdict::on_error(
-                &context,
+                &subject,
+                identity,
                 self.loaded.config.on_error,
                 "the review could not start before the API server's deadline (portcullis is \
                  overloaded or the request arrived too slowly)",
@@ -300,7 +304,9 @@ impl Engine {
         let pod = match self.kinds.extract(group, version, kind, &object.data) {
             Ok(Some(pod)) => pod,
             Ok(None) => return Verdict::skipped(self.identity()),
-            Err(err) => return Verdict::decide(&context, vec![request_finding(err.to_string())]),
+            Err(err) => {
+                return Verdict::decide(&subject, identity, vec![request_finding(err.to_string())]);
+            }
         };
         // Every image may cost registry requests: bound them before any is made. Like an
         // over-size body, this is a guard, so it denies in every mode.
@@ -308,7 +314,8 @@ impl Engine {
         let images = pod.containers.len() + pod.image_volumes.len();
         if images > usize::try_from(max_images).unwrap_or(usize::MAX) {
             return Verdict::decide(
-                &context,
+                &subject,
+                identity,
                 vec![Finding {
                     rule: RULE_MAX_IMAGES.into(),
                     subject: Subject::Pod,
@@ -333,19 +340,9 @@ impl Engine {
             _ => None,
         };
         let scope = JudgedScope::new(&pod, old_pod.as_ref());
-        let name = context.name;
-        let operation = operation_name(&request.operation);
-        self.judge(
-            &context,
-            request,
-            operation,
-            namespace,
-            name,
-            &pod,
-            &scope,
-            Budget { deadline, priority },
-        )
-        .await
+        subject.pod = pod;
+        self.judge(subject, request, &scope, Budget { deadline, priority })
+            .await
     }
 
     /// Digest pinning for `POST /mutate` (see `pinning`): resolves every image site of a Pod
@@ -455,20 +452,18 @@ impl Engine {
         Outcome::Planned(plan)
     }
 
-    #[allow(clippy::too_many_arguments)] // reason: internal; each argument is distinct context
+    /// Gathers evidence for the subject's judged image sites, runs every policy and decides.
     async fn judge(
         &self,
-        context: &Context<'_>,
+        mut subject: ReviewSubject,
         request: &AdmissionRequest<DynamicObject>,
-        operation: &'static str,
-        namespace: &str,
-        name: &str,
-        pod: &PodView,
         scope: &JudgedScope,
         budget: Budget,
     ) -> Verdict {
         let Budget { deadline, priority } = budget;
-        let mut images: Vec<ImageEntry> = pod
+        let identity = self.identity();
+        let mut images: Vec<ImageEntry> = subject
+            .pod
             .image_sites()
             .filter(|site| scope.judges(site.kind, site.name))
             .map(|site| ImageEntry {
@@ -481,8 +476,8 @@ impl Engine {
             })
             .collect();
         let gather_context = GatherContext {
-            namespace: namespace.to_owned(),
-            pull: pod.pull.clone(),
+            namespace: subject.namespace.clone(),
+            pull: subject.pod.pull.clone(),
             deadline,
             priority,
         };
@@ -495,7 +490,8 @@ impl Engine {
             Ok(errors) => errors,
             Err(_elapsed) => {
                 return Verdict::on_error(
-                    context,
+                    &subject,
+                    identity,
                     self.loaded.config.on_error,
                     "evidence was not gathered before the API server's deadline",
                 );
@@ -503,7 +499,12 @@ impl Engine {
         };
         if !errors.is_empty() && self.loaded.config.on_error == crate::config::OnError::Deny {
             let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            return Verdict::on_error(context, crate::config::OnError::Deny, &reasons.join("; "));
+            return Verdict::on_error(
+                &subject,
+                identity,
+                crate::config::OnError::Deny,
+                &reasons.join("; "),
+            );
         }
         Self::attach_lifecycle(&mut images);
         self.attach_scans(&mut images);
@@ -519,13 +520,11 @@ impl Engine {
             }
         }
         let now = self.clock.now();
+        subject.images = images;
+        // Shared, not copied, with the document-reading policies on the blocking pool.
+        let subject = Arc::new(subject);
         let input = PolicyInput {
-            operation,
-            namespace,
-            kind: context.kind,
-            name,
-            pod,
-            images: &images,
+            subject: &subject,
             now,
             document: None,
         };
@@ -536,7 +535,8 @@ impl Engine {
                 Err(err) => {
                     tracing::error!(policy = policy.name(), error = %err, "policy failed");
                     return Verdict::on_error(
-                        context,
+                        &subject,
+                        identity,
                         self.loaded.config.on_error,
                         &err.to_string(),
                     );
@@ -550,17 +550,17 @@ impl Engine {
                 Ok(review) => review,
                 Err(err) => {
                     let reason = format!("cannot build the policy input: {err}");
-                    return Verdict::on_error(context, self.loaded.config.on_error, &reason);
+                    return Verdict::on_error(
+                        &subject,
+                        identity,
+                        self.loaded.config.on_error,
+                        &reason,
+                    );
                 }
             };
             let owned = OwnedInput {
-                operation,
-                namespace: namespace.to_owned(),
-                kind: context.kind.to_owned(),
-                name: name.to_owned(),
-                pod: pod.clone(),
-                document: InputDocument::new(review, &images, now),
-                images,
+                document: InputDocument::new(review, &subject.images, now),
+                subject: subject.clone(),
                 now,
             };
             let policies = self.document_policies.clone();
@@ -589,16 +589,16 @@ impl Engine {
             };
             if let Some(reason) = failure {
                 tracing::error!(error = %reason, "policy failed");
-                return Verdict::on_error(context, self.loaded.config.on_error, &reason);
+                return Verdict::on_error(&subject, identity, self.loaded.config.on_error, &reason);
             }
         }
-        let (findings, waivers) = self.exceptions.apply(findings, namespace, now);
+        let (findings, waivers) = self.exceptions.apply(findings, &subject.namespace, now);
         // Short (image: error) so each warning stays within the API server's 120 characters.
         let reasons: Vec<String> = errors
             .iter()
             .map(|err| format!("{}: {}", err.image, err.message))
             .collect();
-        Verdict::decide(context, findings)
+        Verdict::decide(&subject, identity, findings)
             .with_waivers(&waivers)
             .with_error_warnings(&reasons)
             .with_notes(&notes)
@@ -715,12 +715,7 @@ impl Engine {
 
 /// What document-reading policies need, owned so it can move to the blocking pool.
 struct OwnedInput {
-    operation: &'static str,
-    namespace: String,
-    kind: String,
-    name: String,
-    pod: PodView,
-    images: Vec<ImageEntry>,
+    subject: Arc<ReviewSubject>,
     now: time::OffsetDateTime,
     document: InputDocument,
 }
@@ -732,12 +727,7 @@ impl OwnedInput {
         policies: &[Box<dyn Policy>],
     ) -> Result<Vec<Finding>, crate::policy::PolicyError> {
         let input = PolicyInput {
-            operation: self.operation,
-            namespace: &self.namespace,
-            kind: &self.kind,
-            name: &self.name,
-            pod: &self.pod,
-            images: &self.images,
+            subject: &self.subject,
             now: self.now,
             document: Some(&self.document),
         };

@@ -4,8 +4,11 @@
 
 use std::path::Path;
 
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube_core::admission::{AdmissionRequest, Operation};
+use kube_core::{DynamicObject, GroupVersionKind, GroupVersionResource, TypeMeta};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -48,26 +51,40 @@ impl ManifestObject {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
     }
 
-    /// The CREATE AdmissionReview the API server would send for this object (dry run).
-    pub fn as_admission_review(&self, uid: &str) -> Value {
-        json!({
-            "apiVersion": crate::admission::API_VERSION,
-            "kind": crate::admission::KIND,
-            "request": {
-                "uid": uid,
-                "kind": {"group": self.group, "version": self.version, "kind": self.kind},
-                "resource": {
-                    "group": self.group,
-                    "version": self.version,
-                    "resource": resource_of(&self.kind),
-                },
-                "name": self.name,
-                "namespace": self.namespace,
-                "operation": "CREATE",
-                "userInfo": {"username": "portcullis-check"},
-                "object": self.object,
-                "dryRun": true,
-            }
+    /// The CREATE request the API server would send for this object (dry run), built
+    /// directly: `audit` and `check` judge objects without encoding an AdmissionReview.
+    pub fn as_admission_request(
+        &self,
+        uid: &str,
+    ) -> Result<AdmissionRequest<DynamicObject>, serde_json::Error> {
+        let object: DynamicObject = serde_json::from_value(self.object.clone())?;
+        Ok(AdmissionRequest {
+            types: TypeMeta {
+                api_version: crate::admission::API_VERSION.into(),
+                kind: crate::admission::KIND.into(),
+            },
+            uid: uid.into(),
+            kind: GroupVersionKind::gvk(&self.group, &self.version, &self.kind),
+            resource: GroupVersionResource::gvr(
+                &self.group,
+                &self.version,
+                &resource_of(&self.kind),
+            ),
+            sub_resource: None,
+            request_kind: None,
+            request_resource: None,
+            request_sub_resource: None,
+            name: self.name.clone(),
+            namespace: Some(self.namespace.clone()).filter(|n| !n.is_empty()),
+            operation: Operation::Create,
+            user_info: UserInfo {
+                username: Some("portcullis-check".into()),
+                ..UserInfo::default()
+            },
+            object: Some(object),
+            old_object: None,
+            dry_run: true,
+            options: None,
         })
     }
 }

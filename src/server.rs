@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -21,6 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
 use http_body_util::BodyExt;
+use kube_core::DynamicObject;
+use kube_core::admission::AdmissionRequest;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{self, ErrorBody};
@@ -262,14 +265,32 @@ async fn read_body(
     }
 }
 
-/// A request body read under the server's guards, with the deadline its answer is due by.
+/// An AdmissionReview read and decoded (once) under the server's guards, with the deadline
+/// its answer is due by. Counted in `reviews_in_flight` until dropped.
 struct ReadRequest {
     started: Instant,
     engine: Arc<Engine>,
     deadline: tokio::time::Instant,
-    body: Bytes,
-    /// Held until the answer is built: the body's bytes live that long.
+    request: AdmissionRequest<DynamicObject>,
+    /// Held until the answer is built: the decoded request takes about the body's memory.
     _held: Option<OwnedSemaphorePermit>,
+    _in_flight: InFlight,
+}
+
+/// Counts one review in `reviews_in_flight` while it lives.
+struct InFlight(Gauge<i64, AtomicI64>);
+
+impl InFlight {
+    fn start(gauge: &Gauge<i64, AtomicI64>) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The guards every webhook endpoint shares: `?timeout=` (the clock starts with the request's
@@ -305,12 +326,14 @@ async fn read_request(
     let (body, held) = read_body(state, body, limit, declared, deadline, budget)
         .await
         .map_err(|err| err.answer(state))?;
+    let request = admission::parse(&body).map_err(|err| admission_error_response(state, &err))?;
     Ok(ReadRequest {
         started,
         engine,
         deadline,
-        body,
+        request,
         _held: held,
+        _in_flight: InFlight::start(&state.metrics.in_flight),
     })
 }
 
@@ -336,35 +359,27 @@ async fn validate(
         Ok(read) => read,
         Err(answer) => return answer,
     };
-    let (engine, body) = (&read.engine, &read.body);
-    state.metrics.in_flight.inc();
-    let result = admission::handle_by(
-        engine,
-        body,
+    let (review, verdict) = admission::judge(
+        &read.engine,
+        &read.request,
         read.deadline,
         crate::evidence::Priority::Admission,
     )
     .await;
-    state.metrics.in_flight.dec();
-    match result {
-        Ok((review, verdict)) => {
-            let (kind, operation) = review_labels(body);
-            state.metrics.record_review(
-                verdict.outcome.as_str(),
-                &kind,
-                &operation,
-                read.started.elapsed().as_secs_f64(),
-            );
-            if matches!(
-                verdict.outcome,
-                crate::decision::Outcome::ErrorAllowed | crate::decision::Outcome::ErrorDenied
-            ) {
-                state.metrics.evidence_errors.inc();
-            }
-            axum::Json(review).into_response()
-        }
-        Err(err) => admission_error_response(&state, &err),
+    let (kind, operation) = review_labels(&read.request);
+    state.metrics.record_review(
+        verdict.outcome.as_str(),
+        kind,
+        operation,
+        read.started.elapsed().as_secs_f64(),
+    );
+    if matches!(
+        verdict.outcome,
+        crate::decision::Outcome::ErrorAllowed | crate::decision::Outcome::ErrorDenied
+    ) {
+        state.metrics.evidence_errors.inc();
     }
+    axum::Json(review).into_response()
 }
 
 /// `POST /mutate`: opt-in digest pinning (`pinning.enabled`). Always `allowed: true` for an
@@ -379,15 +394,13 @@ async fn mutate(
         Ok(read) => read,
         Err(answer) => return answer,
     };
-    state.metrics.in_flight.inc();
-    let result = admission::handle_mutation_by(
+    let result = admission::judge_mutation(
         &read.engine,
-        &read.body,
+        &read.request,
         read.deadline,
         crate::evidence::Priority::Admission,
     )
     .await;
-    state.metrics.in_flight.dec();
     match result {
         Ok((review, outcome)) => {
             state.metrics.record_pinning(&outcome);
@@ -397,71 +410,29 @@ async fn mutate(
     }
 }
 
-/// Kind and operation for metric labels, read again cheaply from the raw body (only known,
-/// bounded values are used, so labels cannot explode).
-fn review_labels(body: &[u8]) -> (String, String) {
-    #[derive(serde::Deserialize)]
-    struct Partial {
-        request: Option<PartialRequest>,
-    }
-    #[derive(serde::Deserialize)]
-    struct PartialRequest {
-        kind: Option<PartialKind>,
-        operation: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct PartialKind {
-        group: Option<String>,
-        kind: Option<String>,
-    }
-    let partial: Option<PartialRequest> = serde_json::from_slice::<Partial>(body)
-        .ok()
-        .and_then(|p| p.request);
-    let operation = partial
-        .as_ref()
-        .and_then(|r| r.operation.clone())
-        .filter(|o| matches!(o.as_str(), "CREATE" | "UPDATE" | "DELETE" | "CONNECT"))
-        .unwrap_or_else(|| "other".into());
-    let kind = partial
-        .and_then(|r| r.kind)
-        .and_then(|k| {
-            let group = k.group.unwrap_or_default();
-            let kind = k.kind?;
-            crate::workload::pod_spec_path(&group, &kind).map(|_| kind)
-        })
-        .unwrap_or_else(|| "other".into());
+/// Kind and operation for metric labels, from the decoded request (only known, bounded values
+/// are used, so labels cannot explode).
+fn review_labels(request: &AdmissionRequest<DynamicObject>) -> (&str, &'static str) {
+    let operation = crate::engine::operation_name(&request.operation);
+    let kind = &request.kind;
+    let kind = match crate::workload::pod_spec_path(&kind.group, &kind.kind) {
+        Some(_) => kind.kind.as_str(),
+        None => "other",
+    };
     (kind, operation)
 }
 
-/// Parses a Go duration as the API server writes it (`10s`, `1m0s`, `500ms`).
+/// Parses a Go duration as the API server writes it in `?timeout=` (`10s`, `1m0s`, `500ms`),
+/// with kube's parser of Go durations. A negative or unparsable value is `None` (the
+/// configured default timeout applies).
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
+    // kube's parser reads "" as zero; Go (and so the API server) never writes that.
+    let text = Some(text.trim()).filter(|t| !t.is_empty())?;
+    let parsed: kube_core::Duration = text.parse().ok()?;
+    if parsed.is_negative() {
         return None;
     }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest.get(..number_len)?.parse().ok()?;
-        rest = rest.get(number_len..)?;
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match rest.get(..unit_len)? {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = rest.get(unit_len..)?;
-        total += Duration::try_from_secs_f64(number * seconds_per_unit).ok()?;
-    }
-    Some(total)
+    Some(parsed.into())
 }
 
 /// Where the serving certificate comes from.
@@ -796,5 +767,6 @@ mod tests {
         assert_eq!(parse_go_duration("10"), None);
         assert_eq!(parse_go_duration("ten seconds"), None);
         assert_eq!(parse_go_duration("5x"), None);
+        assert_eq!(parse_go_duration("-5s"), None);
     }
 }

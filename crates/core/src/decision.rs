@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{Mode, OnError};
 use crate::policy::{Finding, Subject};
+use crate::subject::ReviewSubject;
 use crate::workload::ContainerKind;
 
 /// The Kubernetes API server shows at most this many characters per warning.
@@ -32,31 +33,10 @@ pub mod annotation {
     pub const WAIVERS: &str = "waivers";
 }
 
-/// The object being judged, for messages.
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
-    pub kind: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-    /// `sha256:<hex>` of the configuration and policies.
-    pub identity: &'a str,
-}
-
-impl Context<'_> {
-    fn object(&self) -> String {
-        match (self.namespace.is_empty(), self.name.is_empty()) {
-            (true, true) => self.kind.to_owned(),
-            (true, false) => format!("{} {}", self.kind, self.name),
-            (false, true) => format!("{} in namespace {}", self.kind, self.namespace),
-            (false, false) => format!("{} {}/{}", self.kind, self.namespace, self.name),
-        }
-    }
-
-    fn short_identity(&self) -> &str {
-        // "sha256:" + 12 hex characters is enough to tell configurations apart in a message;
-        // the full identity is in the audit annotations.
-        self.identity.get(..19).unwrap_or(self.identity)
-    }
+/// "sha256:" + 12 hex characters is enough to tell configurations apart in a message; the full
+/// identity is in the audit annotations.
+fn short_identity(identity: &str) -> &str {
+    identity.get(..19).unwrap_or(identity)
 }
 
 /// The overall outcome, used for metrics labels and logs.
@@ -134,7 +114,7 @@ impl Verdict {
     }
 
     /// Combines findings into a verdict.
-    pub fn decide(context: &Context<'_>, findings: Vec<Finding>) -> Self {
+    pub fn decide(subject: &ReviewSubject, identity: &str, findings: Vec<Finding>) -> Self {
         let enforced: Vec<&Finding> = findings
             .iter()
             .filter(|f| f.mode == Mode::Enforce)
@@ -142,8 +122,8 @@ impl Verdict {
         if !enforced.is_empty() {
             let mut message = format!(
                 "portcullis denied {} (config {}): {} problem(s)",
-                context.object(),
-                context.short_identity(),
+                subject.describe(),
+                short_identity(identity),
                 enforced.len()
             );
             for finding in &enforced {
@@ -158,7 +138,7 @@ impl Verdict {
                 audit_annotations: BTreeMap::new(),
                 findings: Vec::new(),
             };
-            verdict.annotate(context.identity, &findings);
+            verdict.annotate(identity, &findings);
             verdict.findings = findings;
             return verdict;
         }
@@ -170,11 +150,16 @@ impl Verdict {
         } else {
             Outcome::Audited
         };
-        Self::allowed_with(outcome, context.identity, warnings, findings)
+        Self::allowed_with(outcome, identity, warnings, findings)
     }
 
     /// The configured outcome when evidence could not be gathered in time.
-    pub fn on_error(context: &Context<'_>, on_error: OnError, reason: &str) -> Self {
+    pub fn on_error(
+        subject: &ReviewSubject,
+        identity: &str,
+        on_error: OnError,
+        reason: &str,
+    ) -> Self {
         let mut verdict = match on_error {
             OnError::Deny => Self {
                 allowed: false,
@@ -184,8 +169,8 @@ impl Verdict {
                     "portcullis denied {} (config {}): could not verify it: {reason}; \
                      onError is deny, so nothing unverified is admitted. Fix the cause \
                      (registry reachable, deadline long enough) and retry",
-                    context.object(),
-                    context.short_identity(),
+                    subject.describe(),
+                    short_identity(identity),
                 )),
                 warnings: Vec::new(),
                 audit_annotations: BTreeMap::new(),
@@ -204,7 +189,7 @@ impl Verdict {
                 findings: Vec::new(),
             },
         };
-        verdict.annotate(context.identity, &[]);
+        verdict.annotate(identity, &[]);
         verdict
             .audit_annotations
             .insert(annotation::ERROR.into(), reason.to_owned());
@@ -400,13 +385,8 @@ mod tests {
 
     const IDENTITY: &str = "sha256:0123456789abcdef0123456789abcdef";
 
-    fn context() -> Context<'static> {
-        Context {
-            kind: "Deployment",
-            namespace: "team-a",
-            name: "web",
-            identity: IDENTITY,
-        }
+    fn subject() -> ReviewSubject {
+        ReviewSubject::new("CREATE", "Deployment", "team-a", "web")
     }
 
     fn finding(rule: &str, mode: Mode) -> Finding {
@@ -433,7 +413,7 @@ mod tests {
             },
             ..finding("trusted-registry", mode)
         };
-        let denied = Verdict::decide(&context(), vec![volume(Mode::Enforce)]);
+        let denied = Verdict::decide(&subject(), IDENTITY, vec![volume(Mode::Enforce)]);
         let message = denied.message.unwrap_or_default();
         assert!(
             message.contains(
@@ -445,7 +425,7 @@ mod tests {
             serde_json::from_str(&denied.audit_annotations["findings"]).unwrap_or_default();
         assert_eq!(recorded[0]["volume"], "data", "{recorded}");
         assert!(recorded[0].get("container").is_none(), "{recorded}");
-        let warned = Verdict::decide(&context(), vec![volume(Mode::Warn)]);
+        let warned = Verdict::decide(&subject(), IDENTITY, vec![volume(Mode::Warn)]);
         assert!(
             warned.warnings[0]
                 .starts_with("[trusted-registry] volume data (docker.io/evil/payload:1)"),
@@ -456,7 +436,7 @@ mod tests {
 
     #[test]
     fn no_findings_allow_and_record_the_identity() {
-        let verdict = Verdict::decide(&context(), Vec::new());
+        let verdict = Verdict::decide(&subject(), IDENTITY, Vec::new());
         assert!(verdict.allowed);
         assert_eq!(verdict.outcome, Outcome::Allowed);
         assert_eq!(verdict.audit_annotations["config-identity"], IDENTITY);
@@ -466,7 +446,8 @@ mod tests {
     #[test]
     fn one_enforced_finding_denies_with_a_line_naming_image_container_rule_and_fix() {
         let verdict = Verdict::decide(
-            &context(),
+            &subject(),
+            IDENTITY,
             vec![
                 finding("no-latest-tag", Mode::Enforce),
                 finding("privileged", Mode::Warn),
@@ -490,7 +471,7 @@ mod tests {
     fn warn_findings_allow_with_bounded_warnings() {
         let mut long = finding("no-latest-tag", Mode::Warn);
         long.found = "x".repeat(500);
-        let verdict = Verdict::decide(&context(), vec![long]);
+        let verdict = Verdict::decide(&subject(), IDENTITY, vec![long]);
         assert!(verdict.allowed);
         assert_eq!(verdict.outcome, Outcome::Warned);
         assert_eq!(verdict.warnings[0].chars().count(), MAX_WARNING_CHARS);
@@ -499,7 +480,11 @@ mod tests {
 
     #[test]
     fn audit_findings_allow_silently_but_are_annotated() {
-        let verdict = Verdict::decide(&context(), vec![finding("privileged", Mode::Audit)]);
+        let verdict = Verdict::decide(
+            &subject(),
+            IDENTITY,
+            vec![finding("privileged", Mode::Audit)],
+        );
         assert!(verdict.allowed);
         assert!(verdict.warnings.is_empty());
         assert_eq!(verdict.outcome, Outcome::Audited);
@@ -512,7 +497,12 @@ mod tests {
 
     #[test]
     fn on_error_deny_is_a_denial_and_allow_is_a_warning() {
-        let denied = Verdict::on_error(&context(), OnError::Deny, "registry 127.0.0.1:1 refused");
+        let denied = Verdict::on_error(
+            &subject(),
+            IDENTITY,
+            OnError::Deny,
+            "registry 127.0.0.1:1 refused",
+        );
         assert!(!denied.allowed);
         assert_eq!(denied.outcome, Outcome::ErrorDenied);
         assert!(
@@ -521,7 +511,7 @@ mod tests {
                 .unwrap_or_default()
                 .contains("registry 127.0.0.1:1 refused")
         );
-        let allowed = Verdict::on_error(&context(), OnError::Allow, "registry down");
+        let allowed = Verdict::on_error(&subject(), IDENTITY, OnError::Allow, "registry down");
         assert!(allowed.allowed);
         assert_eq!(allowed.outcome, Outcome::ErrorAllowed);
         assert!(allowed.warnings[0].contains("registry down"));
@@ -529,8 +519,12 @@ mod tests {
 
     #[test]
     fn audit_annotation_keys_are_valid_qualified_names() {
-        let verdict = Verdict::decide(&context(), vec![finding("privileged", Mode::Audit)])
-            .with_error_warnings(&["x".into()]);
+        let verdict = Verdict::decide(
+            &subject(),
+            IDENTITY,
+            vec![finding("privileged", Mode::Audit)],
+        )
+        .with_error_warnings(&["x".into()]);
         for key in verdict.audit_annotations.keys() {
             assert!(key.len() <= 63 && !key.is_empty());
             assert!(

@@ -17,5 +17,6 @@ pub mod pinning;
 pub mod policy;
 pub mod reference;
 pub mod scan;
+pub mod subject;
 pub mod timeutil;
 pub mod workload;

@@ -556,7 +556,10 @@ impl Policy for RegoPolicy {
     }
 
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError> {
-        if !self.matches.matches(input.kind, input.namespace) {
+        if !self
+            .matches
+            .matches(&input.subject.kind, &input.subject.namespace)
+        {
             return Ok(Vec::new());
         }
         let error = |message: String| PolicyError {
@@ -581,7 +584,7 @@ impl Policy for RegoPolicy {
             &self.package.name,
             self.mode,
             &outcome,
-            input.images,
+            &input.subject.images,
         ))
     }
 }
@@ -623,7 +626,7 @@ fn subject(details: &Json, images: &[ImageEntry]) -> Subject {
         _ => None,
     };
     // `details.volume` names an image volume; `details.container` a container, or any site
-    // when it is an `input.images[].container` object carrying its `kind`.
+    // when it is an `input.subject.images[].container` object carrying its `kind`.
     let (name, kind) = if let Some(volume) = details.get("volume").and_then(name_of) {
         (volume, Some(ContainerKind::ImageVolume))
     } else if let Some(container) = details.get("container").and_then(name_of) {

@@ -137,6 +137,7 @@ impl Policy for ImageReferenceRule {
     }
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError> {
         Ok(input
+            .subject
             .images
             .iter()
             .filter_map(|entry| {
@@ -163,6 +164,7 @@ fn per_valid_image(
     mode: Mode,
 ) -> Vec<Finding> {
     input
+        .subject
         .images
         .iter()
         .filter_map(|entry| {
@@ -271,7 +273,7 @@ impl Policy for ContainerRule {
             | SimpleRule::Privileged
             | SimpleRule::PrivilegeEscalation
             | SimpleRule::HostPorts => {
-                for container in &input.pod.containers {
+                for container in &input.subject.pod.containers {
                     for (found, fix) in self.judge_container(input, container) {
                         findings.push(finding(
                             self.kind.id(),
@@ -334,8 +336,8 @@ impl ContainerRule {
     fn judge_container(&self, input: &PolicyInput<'_>, c: &ContainerView) -> Vec<(String, String)> {
         match self.kind {
             SimpleRule::RunAsNonRoot => {
-                let user = c.run_as_user.or(input.pod.pod.run_as_user);
-                let non_root = c.run_as_non_root.or(input.pod.pod.run_as_non_root);
+                let user = c.run_as_user.or(input.subject.pod.pod.run_as_user);
+                let non_root = c.run_as_non_root.or(input.subject.pod.pod.run_as_non_root);
                 let fix = "set securityContext.runAsNonRoot: true and runAsUser to a non-zero UID";
                 match (user, non_root) {
                     (Some(0), _) => vec![("runAsUser is 0 (root)".into(), fix.into())],
@@ -398,7 +400,7 @@ impl Policy for HostNamespacesRule {
         rule::HOST_NAMESPACES
     }
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError> {
-        let pod = &input.pod.pod;
+        let pod = &input.subject.pod.pod;
         Ok([
             (pod.host_network, "hostNetwork"),
             (pod.host_pid, "hostPID"),
@@ -432,7 +434,7 @@ impl Policy for ContainerPortsRule {
     }
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError> {
         let mut findings = Vec::new();
-        for container in &input.pod.containers {
+        for container in &input.subject.pod.containers {
             for port in &container.ports {
                 let allowed = u16::try_from(port.container_port)
                     .is_ok_and(|p| self.allowed.iter().any(|range| range.contains(&p)));
@@ -466,6 +468,7 @@ impl Policy for SignatureRule {
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError> {
         let name = &self.policy.name;
         Ok(input
+            .subject
             .images
             .iter()
             .filter_map(|entry| {

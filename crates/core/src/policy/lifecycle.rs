@@ -55,7 +55,7 @@ impl Policy for DeprecatedImagesRule {
 
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError> {
         let mut findings = Vec::new();
-        for entry in input.images {
+        for entry in &input.subject.images {
             let Ok(image) = &entry.reference else {
                 continue;
             };
@@ -233,7 +233,7 @@ impl Policy for ImageAgeRule {
         let mut findings = Vec::new();
         let provenance_fix = "attach SLSA provenance to the image (cosign attest --type slsaprovenance1) \
                               or build it with a real created time";
-        for entry in input.images {
+        for entry in &input.subject.images {
             let Ok(image) = &entry.reference else {
                 continue;
             };
@@ -317,7 +317,7 @@ impl Policy for BaseImageRule {
 
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Vec<Finding>, PolicyError> {
         let mut findings = Vec::new();
-        for entry in input.images {
+        for entry in &input.subject.images {
             let Ok(image) = &entry.reference else {
                 continue;
             };
@@ -359,7 +359,7 @@ mod tests {
     use crate::evidence::{ImageEvidence, SignatureEvidence};
     use crate::policy::{ImageEntry, ScanState};
     use crate::reference::ImageRef;
-    use crate::workload::{ContainerKind, PodView};
+    use crate::workload::ContainerKind;
     use serde_json::json;
     use time::macros::datetime;
 
@@ -382,14 +382,12 @@ mod tests {
     }
 
     fn judge(policy: &dyn Policy, images: &[ImageEntry]) -> Vec<Finding> {
-        let pod = PodView::default();
+        let subject = crate::subject::ReviewSubject {
+            images: images.to_vec(),
+            ..crate::subject::ReviewSubject::new("CREATE", "Pod", "team", "app")
+        };
         let input = PolicyInput {
-            operation: "CREATE",
-            namespace: "team",
-            kind: "Pod",
-            name: "app",
-            pod: &pod,
-            images,
+            subject: &subject,
             now: NOW,
             document: None,
         };

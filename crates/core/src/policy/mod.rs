@@ -34,7 +34,8 @@ use crate::config::Mode;
 use crate::evidence::{EvidenceError, ImageEvidence};
 use crate::reference::{ImageRef, ReferenceError};
 use crate::scan::ScanReport;
-use crate::workload::{ContainerKind, PodView};
+use crate::subject::ReviewSubject;
+use crate::workload::ContainerKind;
 
 /// What a finding is about: one container's image, or the pod as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,15 +111,11 @@ impl ImageEntry {
 /// Everything a policy may read about one admission request.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyInput<'a> {
-    pub operation: &'a str,
-    pub namespace: &'a str,
-    pub kind: &'a str,
-    pub name: &'a str,
-    pub pod: &'a PodView,
-    pub images: &'a [ImageEntry],
+    /// The object under review, its pod and its image sites with their evidence.
+    pub subject: &'a ReviewSubject,
     /// The time rules judge against (injected, so tests need no sleeps).
     pub now: OffsetDateTime,
-    /// The JSON input document (`input.review`, `input.images`, `input.now`), built once per
+    /// The JSON input document (`input.review`, `input.subject.images`, `input.now`), built once per
     /// review when a policy [reads it](Policy::reads_document); `None` otherwise.
     pub document: Option<&'a input::InputDocument>,
 }
