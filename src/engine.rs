@@ -40,8 +40,7 @@ use crate::policy::lifecycle::{LifecycleFacts, build_time};
 use crate::policy::rego::{RegoBundle, RegoError};
 use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
 use crate::reference::{GlobError, ImageGlobs, ImageRef};
-use crate::scan::attestation::{VULN_PREDICATE_TYPE, report_from_vuln_predicate};
-use crate::scan::{NoScans, ScanReport, ScanSource};
+use crate::scan::{NoScans, ScanSource};
 use crate::subject::ReviewSubject;
 use crate::workload::{self, PodView};
 
@@ -647,7 +646,10 @@ impl Engine {
                 .and_then(|e| e.as_ref().ok())
                 .and_then(|e| e.digest.clone());
             let digest = resolved.or_else(|| image.digest().map(str::to_owned));
-            let attested = digest.as_deref().and_then(|d| attested_scan(entry, d));
+            let attested = digest.as_ref().and_then(|_| match &entry.evidence {
+                Some(Ok(evidence)) => evidence.attested_scan(),
+                _ => None,
+            });
             // When sources disagree for one digest, the newest report wins (docs/scans.md).
             let by_digest = digest
                 .as_deref()
@@ -823,30 +825,4 @@ pub fn operation_name(operation: &Operation) -> &'static str {
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     }
-}
-
-/// The newest scan carried by a verified cosign vulnerability attestation about `digest`,
-/// parsed once per attestation. A verified attestation whose predicate cannot be read counts
-/// as no scan (logged): the `missingScan` outcome applies, never a silent pass.
-fn attested_scan(entry: &ImageEntry, digest: &str) -> Option<Arc<ScanReport>> {
-    let Some(Ok(evidence)) = &entry.evidence else {
-        return None;
-    };
-    evidence
-        .attestations
-        .iter()
-        .filter(|a| a.predicate_type == VULN_PREDICATE_TYPE)
-        .filter_map(|a| {
-            a.scan_report
-                .get_or_init(|| {
-                    report_from_vuln_predicate(digest, &a.predicate, &a.signer)
-                        .inspect_err(|err| {
-                            tracing::warn!(error = %err, "ignoring a vulnerability attestation");
-                        })
-                        .ok()
-                        .map(Arc::new)
-                })
-                .clone()
-        })
-        .max_by_key(|report| report.scanned_at)
 }

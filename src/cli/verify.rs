@@ -27,7 +27,6 @@ use crate::evidence::{
 };
 use crate::manifests::ManifestObject;
 use crate::reference::{ImageGlobs, ImageRef};
-use crate::scan::attestation::{VULN_PREDICATE_TYPE, report_from_vuln_predicate};
 use crate::scan::{ScanReport, ScanSource, ScanSummary};
 use crate::signature::{Authorities, FoundArtefact};
 
@@ -460,22 +459,7 @@ fn scan_of(image: &ImageRef, evidence: &ImageEvidence, scans: &dyn ScanSource) -
         .digest
         .clone()
         .or_else(|| image.digest().map(str::to_owned));
-    let attested = digest.as_deref().and_then(|digest| {
-        evidence
-            .attestations
-            .iter()
-            .filter(|a| a.predicate_type == VULN_PREDICATE_TYPE)
-            .filter_map(|a| {
-                a.scan_report
-                    .get_or_init(|| {
-                        report_from_vuln_predicate(digest, &a.predicate, &a.signer)
-                            .ok()
-                            .map(Arc::new)
-                    })
-                    .clone()
-            })
-            .max_by_key(|report| report.scanned_at)
-    });
+    let attested = digest.as_ref().and_then(|_| evidence.attested_scan());
     let newest: Option<Arc<ScanReport>> = digest
         .as_deref()
         .and_then(|d| scans.lookup(d))

@@ -375,7 +375,7 @@ async fn a_registry_that_is_down_is_unavailable_not_an_empty_listing() {
         .referrers_listing(&image(&registry.host), &digest, None, &call(10))
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, RegistryError::Unavailable { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -410,7 +410,7 @@ async fn a_referrers_answer_that_is_not_json_is_a_protocol_error_through_the_ref
         body: b"<html>maintenance</html>".to_vec(),
     });
     let err = listing(&standin.host, &digest, None).await.unwrap_err();
-    let RegistryError::Protocol(message) = &err else {
+    let RegistryError::Protocol { what: message, .. } = &err else {
         panic!("{err:?}")
     };
     assert!(message.contains("not an OCI index"), "{message}");
@@ -429,7 +429,7 @@ async fn a_failing_referrers_api_is_unavailable_after_the_retries_through_the_re
         .referrers_listing(&image(&standin.host), &digest, None, &call(10))
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, RegistryError::Unavailable { .. }), "{err:?}");
     assert_eq!(standin.requests("GET", &referrers_path(&digest)), 3);
     // A refusal is not a reason to fall back to the tag, nor an empty list.
     standin.answer_referrers(StandinAnswer::Raw {
@@ -438,7 +438,7 @@ async fn a_failing_referrers_api_is_unavailable_after_the_retries_through_the_re
         body: br#"{"errors":[{"code":"DENIED","message":"no"}]}"#.to_vec(),
     });
     let err = listing(&standin.host, &digest, None).await.unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err:?}");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -459,7 +459,7 @@ async fn an_endless_listing_is_cut_at_the_page_cap_through_the_referrers_standin
         .referrers(&image(&standin.host), &digest, &call(10))
         .await
         .unwrap_err();
-    let RegistryError::Protocol(message) = &err else {
+    let RegistryError::Protocol { what: message, .. } = &err else {
         panic!("{err:?}")
     };
     assert!(message.contains("beyond 10 pages"), "{message}");
@@ -505,7 +505,7 @@ async fn a_basic_challenge_is_answered_with_the_credential_once_through_the_refe
         .await
         .unwrap_err();
     assert!(
-        matches!(anonymous, RegistryError::Unauthorized(_)),
+        matches!(anonymous, RegistryError::Unauthorized { .. }),
         "{anonymous:?}"
     );
     let reader = Call {
@@ -556,7 +556,7 @@ async fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_through_the_
         .await
         .unwrap_err();
     assert!(
-        matches!(anonymous, RegistryError::Unauthorized(_)),
+        matches!(anonymous, RegistryError::Unauthorized { .. }),
         "{anonymous:?}"
     );
     let wrong = Call {

@@ -201,7 +201,7 @@ async fn a_registry_that_keeps_failing_is_an_unavailable_error_after_the_configu
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+    assert!(matches!(err, RegistryError::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("503"), "{err}");
     let attempts = hits.load(Ordering::SeqCst);
     // HEAD without a digest falls back to GET, so one attempt is at most two requests.
@@ -405,5 +405,5 @@ async fn a_bearer_token_challenge_is_answered_with_the_configured_credentials() 
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, RegistryError::Unauthorized(_)), "{err}");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
 }

@@ -354,11 +354,11 @@ impl EvidenceSource for NeverAnswers {
     ) -> EvidenceFuture<'a> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Err(EvidenceError {
-                image: "unreachable".into(),
-                registry: "unreachable".into(),
-                message: "unreachable".into(),
-            })
+            Err(EvidenceError::new(
+                "unreachable",
+                "unreachable",
+                "unreachable",
+            ))
         })
     }
 }
@@ -375,11 +375,11 @@ impl EvidenceSource for RegistryDown {
         _: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         Box::pin(async move {
-            Err(EvidenceError {
-                image: image.written().into(),
-                registry: image.registry().into(),
-                message: "connection refused".into(),
-            })
+            Err(EvidenceError::new(
+                image.written(),
+                image.registry(),
+                "connection refused",
+            ))
         })
     }
 }

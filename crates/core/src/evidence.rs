@@ -51,20 +51,43 @@ pub struct VerifiedAttestation {
     pub predicate: serde_json::Value,
     /// The key or keyless identity that signed it.
     pub signer: String,
-    /// A cosign vuln predicate read as a scan report, once per verified attestation (the
-    /// attestation is shared by every review that hits the cache, so reviews do not parse it
-    /// again). Filled by the engine.
+    /// A cosign vulnerability predicate read as a scan report when the attestation was
+    /// verified: once per verified attestation, which is cached by digest and shared by every
+    /// review, so reviews never parse it again.
     #[serde(skip)]
-    pub scan_report: std::sync::OnceLock<Option<std::sync::Arc<crate::scan::ScanReport>>>,
+    pub scan_report: Option<std::sync::Arc<crate::scan::ScanReport>>,
+    /// Why a vulnerability predicate could not be read as a scan (it then counts as no scan:
+    /// the `missingScan` outcome applies, never a silent pass).
+    #[serde(skip)]
+    pub scan_error: Option<String>,
 }
 
 impl VerifiedAttestation {
-    pub fn new(predicate_type: String, predicate: serde_json::Value, signer: String) -> Self {
+    /// A verified statement about `digest`; a cosign vulnerability predicate is read as that
+    /// digest's scan report here.
+    pub fn new(
+        predicate_type: String,
+        predicate: serde_json::Value,
+        signer: String,
+        digest: &str,
+    ) -> Self {
+        let (scan_report, scan_error) = if predicate_type
+            == crate::scan::attestation::VULN_PREDICATE_TYPE
+        {
+            match crate::scan::attestation::report_from_vuln_predicate(digest, &predicate, &signer)
+            {
+                Ok(report) => (Some(std::sync::Arc::new(report)), None),
+                Err(err) => (None, Some(err.to_string())),
+            }
+        } else {
+            (None, None)
+        };
         Self {
             predicate_type,
             predicate,
             signer,
-            scan_report: std::sync::OnceLock::new(),
+            scan_report,
+            scan_error,
         }
     }
 }
@@ -135,6 +158,15 @@ impl ImageEvidence {
             .map_or(&self.signatures, |v| &v.signatures)
     }
 
+    /// The newest scan report carried by a verified cosign vulnerability attestation (read
+    /// once, when the attestation was verified).
+    pub fn attested_scan(&self) -> Option<std::sync::Arc<crate::scan::ScanReport>> {
+        self.attestations
+            .iter()
+            .filter_map(|a| a.scan_report.clone())
+            .max_by_key(|report| report.scanned_at)
+    }
+
     /// The verification recorded for one image policy.
     pub fn verification(&self, policy: &str) -> Option<&PolicyVerification> {
         self.verifications.iter().find(|v| v.policy == policy)
@@ -149,6 +181,31 @@ pub struct EvidenceError {
     pub image: String,
     pub registry: String,
     pub message: String,
+    /// The failure it came from (a registry error), for `source()` chains; shared because a
+    /// failure is cached and cloned into every review waiting on it.
+    #[source]
+    pub cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl EvidenceError {
+    pub fn new(
+        image: impl Into<String>,
+        registry: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            image: image.into(),
+            registry: registry.into(),
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The same failure with the error it came from kept as its source.
+    pub fn caused_by(mut self, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(std::sync::Arc::new(error));
+        self
+    }
 }
 
 /// What one artefact turned out to be, for `verify` and for denials.

@@ -60,33 +60,91 @@ const MAX_REFERRERS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The manifest, tag or blob does not exist (404 / MANIFEST_UNKNOWN).
-    #[error("not found: {0}")]
-    NotFound(String),
+    #[error("not found: {what}")]
+    NotFound { what: String },
     /// The registry refused the credentials (401/403).
-    #[error("access denied: {0}")]
-    Unauthorized(String),
+    #[error("access denied: {what}")]
+    Unauthorized { what: String },
     /// Unreachable, 5xx, 429, connection reset: worth a retry.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    #[error("unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The deadline passed before the registry answered.
     #[error("no answer before the deadline")]
     Timeout,
     /// The registry answered something that breaks the distribution spec.
-    #[error("bad answer: {0}")]
-    Protocol(String),
+    #[error("bad answer: {what}")]
+    Protocol {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Local configuration (CA file, password file) could not be used.
-    #[error("configuration: {0}")]
-    Config(String),
+    #[error("configuration: {what}")]
+    Config {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
+/// The error a registry failure came from, kept as the `source()` of [`RegistryError`] (shared,
+/// because failures are cached and cloned into every waiting review).
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
 impl RegistryError {
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+
+    pub fn unauthorized(what: impl Into<String>) -> Self {
+        Self::Unauthorized { what: what.into() }
+    }
+
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn protocol(what: impl Into<String>) -> Self {
+        Self::Protocol {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn config(what: impl Into<String>) -> Self {
+        Self::Config {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// The same failure with the error it came from kept as its source.
+    pub fn caused_by(mut self, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if let Self::Unavailable { cause, .. }
+        | Self::Protocol { cause, .. }
+        | Self::Config { cause, .. } = &mut self
+        {
+            *cause = Some(std::sync::Arc::new(error));
+        }
+        self
+    }
+
     fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Unavailable(_))
+        matches!(self, RegistryError::Unavailable { .. })
     }
 
     fn from_oci(error: OciDistributionError) -> Self {
         match error {
-            OciDistributionError::ImageManifestNotFoundError(what) => RegistryError::NotFound(what),
+            OciDistributionError::ImageManifestNotFoundError(what) => {
+                RegistryError::not_found(what)
+            }
             OciDistributionError::RegistryError { envelope, url } => {
                 let not_found = envelope.errors.iter().any(|e| {
                     matches!(
@@ -102,22 +160,22 @@ impl RegistryError {
                     .iter()
                     .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied));
                 if not_found {
-                    RegistryError::NotFound(url)
+                    RegistryError::not_found(url)
                 } else if denied {
-                    RegistryError::Unauthorized(url)
+                    RegistryError::unauthorized(url)
                 } else {
-                    RegistryError::Protocol(format!("{url}: {envelope}"))
+                    RegistryError::protocol(format!("{url}: {envelope}"))
                 }
             }
             OciDistributionError::ServerError { code, url, .. } => match code {
-                404 => RegistryError::NotFound(url),
-                401 | 403 => RegistryError::Unauthorized(url),
-                429 | 500..=599 => RegistryError::Unavailable(format!("HTTP {code} from {url}")),
-                other => RegistryError::Protocol(format!("HTTP {other} from {url}")),
+                404 => RegistryError::not_found(url),
+                401 | 403 => RegistryError::unauthorized(url),
+                429 | 500..=599 => RegistryError::unavailable(format!("HTTP {code} from {url}")),
+                other => RegistryError::protocol(format!("HTTP {other} from {url}")),
             },
-            OciDistributionError::UnauthorizedError { url } => RegistryError::Unauthorized(url),
+            OciDistributionError::UnauthorizedError { url } => RegistryError::unauthorized(url),
             OciDistributionError::AuthenticationFailure(reason) => {
-                RegistryError::Unauthorized(reason)
+                RegistryError::unauthorized(reason)
             }
             OciDistributionError::RequestError(err) => {
                 // reqwest hides the cause in its source chain; keep it for the message.
@@ -128,10 +186,12 @@ impl RegistryError {
                     text.push_str(&cause.to_string());
                     source = cause.source();
                 }
-                RegistryError::Unavailable(text)
+                RegistryError::unavailable(text).caused_by(err)
             }
-            OciDistributionError::IoError(err) => RegistryError::Unavailable(err.to_string()),
-            other => RegistryError::Protocol(other.to_string()),
+            OciDistributionError::IoError(err) => {
+                RegistryError::unavailable(err.to_string()).caused_by(err)
+            }
+            other => RegistryError::protocol(other.to_string()).caused_by(other),
         }
     }
 }
@@ -232,10 +292,10 @@ struct RawReferrersIndex {
 impl RawReferrersIndex {
     fn parse(bytes: &[u8], what: &str) -> Result<Self, RegistryError> {
         let index: Self = serde_json::from_slice(bytes)
-            .map_err(|err| RegistryError::Protocol(format!("{what} is not an OCI index: {err}")))?;
+            .map_err(|err| RegistryError::protocol(format!("{what} is not an OCI index: {err}")))?;
         match index.media_type.as_deref() {
             None | Some(OCI_INDEX_MEDIA_TYPE) => Ok(index),
-            Some(other) => Err(RegistryError::Protocol(format!(
+            Some(other) => Err(RegistryError::protocol(format!(
                 "{what} has media type {other}, not {OCI_INDEX_MEDIA_TYPE}"
             ))),
         }
@@ -295,7 +355,7 @@ impl Manifest {
     /// Parses manifest bytes (already digest-checked by the client).
     pub fn parse(bytes: &[u8]) -> Result<Self, RegistryError> {
         let raw: RawManifest = serde_json::from_slice(bytes)
-            .map_err(|err| RegistryError::Protocol(format!("manifest is not valid JSON: {err}")))?;
+            .map_err(|err| RegistryError::protocol(format!("manifest is not valid JSON: {err}")))?;
         if let Some(entries) = raw.manifests {
             let children = entries
                 .into_iter()
@@ -314,7 +374,7 @@ impl Manifest {
             return Ok(Manifest::Index { children });
         }
         let config = raw.config.ok_or_else(|| {
-            RegistryError::Protocol("manifest has neither `manifests` nor `config`".into())
+            RegistryError::protocol("manifest has neither `manifests` nor `config`")
         })?;
         Ok(Manifest::Image {
             config,
@@ -442,7 +502,8 @@ impl RegistryClient {
                 .as_ref()
                 .map(|path| {
                     std::fs::read(path).map_err(|err| {
-                        RegistryError::Config(format!("caFile {}: {err}", path.display()))
+                        RegistryError::config(format!("caFile {}: {err}", path.display()))
+                            .caused_by(err)
                     })
                 })
                 .transpose()?;
@@ -461,8 +522,9 @@ impl RegistryClient {
             );
         }
         let docker_config = match &settings.docker_config_file {
-            Some(path) => DockerConfig::from_file(path)
-                .map_err(|err: CredentialError| RegistryError::Config(err.to_string()))?,
+            Some(path) => DockerConfig::from_file(path).map_err(|err: CredentialError| {
+                RegistryError::config(err.to_string()).caused_by(err)
+            })?,
             None => DockerConfig::default(),
         };
         Ok(Self {
@@ -568,7 +630,7 @@ impl RegistryClient {
         );
         match self.manifest_raw(image.registry(), &reference, call).await {
             Ok(bytes) => Manifest::parse(&bytes).map(Some),
-            Err(RegistryError::NotFound(_)) => Ok(None),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(err) => Err(err),
         }
     }
@@ -599,7 +661,7 @@ impl RegistryClient {
         call: &Call,
     ) -> Result<Vec<u8>, RegistryError> {
         if descriptor.size > MAX_BLOB_BYTES {
-            return Err(RegistryError::Protocol(format!(
+            return Err(RegistryError::protocol(format!(
                 "blob {} is {} bytes, more than the {} portcullis reads",
                 descriptor.digest, descriptor.size, MAX_BLOB_BYTES
             )));
@@ -633,7 +695,7 @@ impl RegistryClient {
     ) -> Result<Vec<Descriptor>, RegistryError> {
         let listing = self.referrers_listing(image, digest, None, call).await?;
         if listing.truncated {
-            return Err(RegistryError::Protocol(format!(
+            return Err(RegistryError::protocol(format!(
                 "the referrers of {}@{digest} go on beyond {MAX_REFERRER_PAGES} pages or \
                  {MAX_REFERRERS} descriptors",
                 image.repository_path()
@@ -680,7 +742,7 @@ impl RegistryClient {
                 break;
             }
             if !visited.insert(url.clone()) {
-                return Err(RegistryError::Protocol(format!(
+                return Err(RegistryError::protocol(format!(
                     "the referrers pages of {digest} loop: {url} comes again"
                 )));
             }
@@ -691,13 +753,13 @@ impl RegistryClient {
                 .await;
             let page = match page {
                 Ok(page) => page,
-                Err(RegistryError::NotFound(_)) if pages == 0 => {
+                Err(RegistryError::NotFound { .. }) if pages == 0 => {
                     return self
                         .referrers_by_tag(image, digest, artifact_type, call)
                         .await;
                 }
-                Err(RegistryError::NotFound(url)) => {
-                    return Err(RegistryError::Protocol(format!(
+                Err(RegistryError::NotFound { what: url }) => {
+                    return Err(RegistryError::protocol(format!(
                         "referrers page {} of {digest} does not exist: {url}",
                         pages + 1
                     )));
@@ -742,7 +804,7 @@ impl RegistryClient {
         );
         let bytes = match self.manifest_raw(image.registry(), &reference, call).await {
             Ok(bytes) => bytes,
-            Err(RegistryError::NotFound(_)) => return Ok(Referrers::none()),
+            Err(RegistryError::NotFound { .. }) => return Ok(Referrers::none()),
             Err(err) => return Err(err),
         };
         let index = RawReferrersIndex::parse(&bytes, &format!("referrers tag {tag}"))?;
@@ -775,10 +837,10 @@ impl RegistryClient {
             "https"
         };
         let mut url = Url::parse(&format!("{scheme}://{registry}/")).map_err(|err| {
-            RegistryError::Config(format!("registry {registry} makes no URL: {err}"))
+            RegistryError::config(format!("registry {registry} makes no URL: {err}")).caused_by(err)
         })?;
         url.path_segments_mut()
-            .map_err(|()| RegistryError::Config(format!("registry {registry} makes no URL")))?
+            .map_err(|()| RegistryError::config(format!("registry {registry} makes no URL")))?
             .clear()
             .push("v2")
             .extend(reference.repository().split('/'))
@@ -809,7 +871,7 @@ impl RegistryClient {
         let known = self
             .referrers_auth
             .lock()
-            .map_err(|_| RegistryError::Config("referrers auth lock poisoned".into()))?
+            .map_err(|_| RegistryError::config("referrers auth lock poisoned"))?
             .get(&key)
             .cloned();
         let mut response = send_referrers_request(&http, url, known.as_ref()).await?;
@@ -825,21 +887,21 @@ impl RegistryClient {
                 .await?;
             self.referrers_auth
                 .lock()
-                .map_err(|_| RegistryError::Config("referrers auth lock poisoned".into()))?
+                .map_err(|_| RegistryError::config("referrers auth lock poisoned"))?
                 .insert(key, auth.clone());
             response = send_referrers_request(&http, url, Some(&auth)).await?;
         }
         let status = response.status();
         match status.as_u16() {
             200 => {}
-            404 => return Err(RegistryError::NotFound(url.to_string())),
-            401 | 403 => return Err(RegistryError::Unauthorized(url.to_string())),
+            404 => return Err(RegistryError::not_found(url.to_string())),
+            401 | 403 => return Err(RegistryError::unauthorized(url.to_string())),
             429 | 500..=599 => {
-                return Err(RegistryError::Unavailable(format!(
+                return Err(RegistryError::unavailable(format!(
                     "HTTP {status} from {url}"
                 )));
             }
-            _ => return Err(RegistryError::Protocol(format!("HTTP {status} from {url}"))),
+            _ => return Err(RegistryError::protocol(format!("HTTP {status} from {url}"))),
         }
         let next = response
             .headers()
@@ -886,7 +948,7 @@ impl RegistryClient {
             }),
             Credential::Anonymous => None,
         };
-        let refused = || RegistryError::Unauthorized(url.to_string());
+        let refused = || RegistryError::unauthorized(url.to_string());
         match scheme.as_str() {
             "basic" => basic.ok_or_else(refused),
             "bearer" => {
@@ -916,7 +978,7 @@ impl RegistryClient {
         let mut clients = self
             .http_clients
             .lock()
-            .map_err(|_| RegistryError::Config("registry client lock poisoned".into()))?;
+            .map_err(|_| RegistryError::config("registry client lock poisoned"))?;
         if let Some(client) = clients.get(host) {
             return Ok(client.clone());
         }
@@ -926,13 +988,14 @@ impl RegistryClient {
             .redirect(reqwest13::redirect::Policy::limited(3))
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = self.endpoints.get(host).and_then(|e| e.ca_pem.as_ref()) {
-            let certificates = reqwest13::Certificate::from_pem_bundle(pem)
-                .map_err(|err| RegistryError::Config(format!("caFile of {host}: {err}")))?;
+            let certificates = reqwest13::Certificate::from_pem_bundle(pem).map_err(|err| {
+                RegistryError::config(format!("caFile of {host}: {err}")).caused_by(err)
+            })?;
             builder = builder.tls_certs_merge(certificates);
         }
-        let client = builder
-            .build()
-            .map_err(|err| RegistryError::Config(format!("HTTP client for {host}: {err}")))?;
+        let client = builder.build().map_err(|err| {
+            RegistryError::config(format!("HTTP client for {host}: {err}")).caused_by(err)
+        })?;
         clients.insert(host.to_owned(), client.clone());
         Ok(client)
     }
@@ -971,7 +1034,7 @@ impl RegistryClient {
         let mut clients = self
             .clients
             .lock()
-            .map_err(|_| RegistryError::Config("registry client lock poisoned".into()))?;
+            .map_err(|_| RegistryError::config("registry client lock poisoned"))?;
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
@@ -984,7 +1047,7 @@ impl RegistryClient {
         let mut limits = self
             .limits
             .lock()
-            .map_err(|_| RegistryError::Config("registry limit lock poisoned".into()))?;
+            .map_err(|_| RegistryError::config("registry limit lock poisoned"))?;
         Ok(limits
             .entry(host.to_owned())
             .or_insert_with(|| RegistryLimits {
@@ -1009,7 +1072,7 @@ impl RegistryClient {
         let deadline = call.deadline;
         let limits = self.limit_for(host)?;
         let attempts = self.max_attempts;
-        let closed = |_| RegistryError::Config("registry limit closed".into());
+        let closed = |_| RegistryError::config("registry limit closed");
         let work = async {
             // Background work takes a background slot first, so it never holds more than its
             // share of the registry's slots while admission waits.
@@ -1049,11 +1112,12 @@ fn read_credentials(credentials: &RegistryCredentials) -> Result<Credential, Reg
         (None, Some(path)) => std::fs::read_to_string(path)
             .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
             .map_err(|err| {
-                RegistryError::Config(format!("passwordFile {}: {err}", path.display()))
+                RegistryError::config(format!("passwordFile {}: {err}", path.display()))
+                    .caused_by(err)
             })?,
         (None, None) => {
-            return Err(RegistryError::Config(
-                "credentials need `password` or `passwordFile`".into(),
+            return Err(RegistryError::config(
+                "credentials need `password` or `passwordFile`",
             ));
         }
     };
@@ -1127,7 +1191,7 @@ fn request_failed(err: &reqwest13::Error) -> RegistryError {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    RegistryError::Unavailable(text)
+    RegistryError::unavailable(text)
 }
 
 /// The body of a response, refused beyond [`MAX_REFERRERS_PAGE_BYTES`].
@@ -1136,7 +1200,7 @@ async fn read_capped(
     url: &Url,
 ) -> Result<Vec<u8>, RegistryError> {
     let too_big = || {
-        RegistryError::Protocol(format!(
+        RegistryError::protocol(format!(
             "the referrers answer of {url} is larger than {MAX_REFERRERS_PAGE_BYTES} bytes"
         ))
     };
@@ -1204,12 +1268,12 @@ fn split_unquoted(text: &str, separator: char) -> (&str, Option<&str>) {
 /// registry (scheme, host or port), where the credential must not follow.
 fn same_origin_link(page: &Url, target: &str) -> Result<Url, RegistryError> {
     let next = page.join(target).map_err(|err| {
-        RegistryError::Protocol(format!(
+        RegistryError::protocol(format!(
             "referrers Link target {target:?} is not a URL: {err}"
         ))
     })?;
     if next.origin() != page.origin() {
-        return Err(RegistryError::Protocol(format!(
+        return Err(RegistryError::protocol(format!(
             "referrers Link of {page} leads to another origin: {next}"
         )));
     }
@@ -1277,7 +1341,7 @@ mod tests {
     fn a_manifest_without_config_or_children_is_a_protocol_error() {
         assert!(matches!(
             Manifest::parse(br#"{"schemaVersion":2}"#),
-            Err(RegistryError::Protocol(_))
+            Err(RegistryError::Protocol { .. })
         ));
     }
 
@@ -1294,7 +1358,7 @@ mod tests {
             url: "u".into(),
             message: String::new(),
         });
-        assert!(matches!(missing, RegistryError::NotFound(_)));
+        assert!(matches!(missing, RegistryError::NotFound { .. }));
     }
 
     #[test]
@@ -1349,7 +1413,7 @@ mod tests {
             assert!(
                 matches!(
                     same_origin_link(&page, elsewhere),
-                    Err(RegistryError::Protocol(_))
+                    Err(RegistryError::Protocol { .. })
                 ),
                 "{elsewhere}"
             );
@@ -1367,7 +1431,7 @@ mod tests {
         ] {
             assert!(matches!(
                 RawReferrersIndex::parse(bad, "x"),
-                Err(RegistryError::Protocol(_))
+                Err(RegistryError::Protocol { .. })
             ));
         }
     }

@@ -173,11 +173,12 @@ impl RegistryEvidence {
     }
 
     fn error(image: &ImageRef, message: impl std::fmt::Display) -> EvidenceError {
-        EvidenceError {
-            image: image.written().to_owned(),
-            registry: image.registry().to_owned(),
-            message: message.to_string(),
-        }
+        EvidenceError::new(image.written(), image.registry(), message.to_string())
+    }
+
+    /// A registry failure as the evidence error the engine decides on, keeping it as source.
+    fn registry_error(image: &ImageRef, err: RegistryError) -> EvidenceError {
+        Self::error(image, &err).caused_by(err)
     }
 
     /// The credential for this image's registry in this pod's context.
@@ -266,11 +267,13 @@ impl RegistryEvidence {
                     .await;
                 Ok(Some(digest))
             }
-            Err(RegistryError::NotFound(_)) => Ok(None),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(err) => {
                 self.failures.insert(key.clone(), err.clone()).await;
-                let transient =
-                    matches!(err, RegistryError::Unavailable(_) | RegistryError::Timeout);
+                let transient = matches!(
+                    err,
+                    RegistryError::Unavailable { .. } | RegistryError::Timeout
+                );
                 match self.known_tags.get(&key).await {
                     Some(known) if transient => {
                         // Digest first: warnings are cut at 120 characters.
@@ -283,7 +286,7 @@ impl RegistryEvidence {
                         ));
                         Ok(Some(known.digest))
                     }
-                    _ => Err(Self::error(image, err)),
+                    _ => Err(Self::registry_error(image, err)),
                 }
             }
         }
@@ -309,7 +312,7 @@ impl RegistryEvidence {
         match result {
             Ok(details) => Ok(details),
             Err(err) => {
-                if !matches!(err, RegistryError::NotFound(_)) {
+                if !matches!(err, RegistryError::NotFound { .. }) {
                     self.failures.insert(key, err.clone()).await;
                 }
                 Err(err)
@@ -405,7 +408,7 @@ impl RegistryEvidence {
             authorities.fingerprint()
         );
         if let Some(err) = self.failures.get(&key).await {
-            return Err(Self::error(image, err));
+            return Err(Self::registry_error(image, err));
         }
         let result = self
             .verifications
@@ -424,7 +427,7 @@ impl RegistryEvidence {
             Ok(verification) => Ok(verification),
             Err(err) => {
                 self.failures.insert(key, err.clone()).await;
-                Err(Self::error(image, err))
+                Err(Self::registry_error(image, err))
             }
         }
     }
@@ -483,7 +486,7 @@ impl RegistryEvidence {
         };
         let details = match self.details(image, &digest, &call).await {
             Ok(details) => details,
-            Err(RegistryError::NotFound(_)) => {
+            Err(RegistryError::NotFound { .. }) => {
                 let reason = format!(
                     "{}@{digest} does not exist in registry {}",
                     image.repository_path(),
@@ -494,7 +497,7 @@ impl RegistryEvidence {
                     SignatureEvidence::Unverified { reason },
                 ));
             }
-            Err(err) => return Err(Self::error(image, err)),
+            Err(err) => return Err(Self::registry_error(image, err)),
         };
         let mut verifications = Vec::new();
         for policy in policies {

@@ -258,7 +258,7 @@ impl RegoBundle {
         &self,
         package: &Package,
         input: regorus::Value,
-    ) -> Result<RegoOutcome, String> {
+    ) -> Result<RegoOutcome, RegoEvalError> {
         self.session().evaluate(package, input)
     }
 
@@ -267,6 +267,30 @@ impl RegoBundle {
     pub fn session(&self) -> RegoSession {
         RegoSession {
             engine: self.prepared.clone(),
+        }
+    }
+}
+
+/// An evaluation that failed: regorus stopped (a runtime error, the execution limit), or a
+/// result rule produced something that is not a set of violations.
+#[derive(Debug, thiserror::Error)]
+pub enum RegoEvalError {
+    #[error("{message}")]
+    Engine {
+        /// regorus's message, reduced to `file:line:col: message`.
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0}")]
+    Result(String),
+}
+
+impl RegoEvalError {
+    fn engine(error: anyhow::Error) -> Self {
+        Self::Engine {
+            message: tidy(&error),
+            source: error.into(),
         }
     }
 }
@@ -283,15 +307,15 @@ impl RegoSession {
         &mut self,
         package: &Package,
         input: regorus::Value,
-    ) -> Result<RegoOutcome, String> {
+    ) -> Result<RegoOutcome, RegoEvalError> {
         let engine = &mut self.engine;
         engine.set_input(input);
         let mut outcome = RegoOutcome::default();
         for rule in &package.rules {
             let value = engine
                 .eval_rule(format!("data.{}.{rule}", package.name))
-                .map_err(|err| tidy(&err))?;
-            let entries = results(rule, &value)?;
+                .map_err(RegoEvalError::engine)?;
+            let entries = results(rule, &value).map_err(RegoEvalError::Result)?;
             if *rule == "warn" {
                 outcome.warnings.extend(entries);
             } else {
@@ -562,12 +586,11 @@ impl Policy for RegoPolicy {
         {
             return Ok(Vec::new());
         }
-        let error = |message: String| PolicyError {
-            policy: self.package.name.clone(),
-            message,
-        };
         let Some(document) = input.document else {
-            return Err(error("the input document was not built".into()));
+            return Err(PolicyError::new(
+                &self.package.name,
+                "the input document was not built",
+            ));
         };
         let convert = |base: &serde_json::Map<String, serde_json::Value>| {
             regorus::Value::from(serde_json::Value::Object(base.clone()))
@@ -579,7 +602,10 @@ impl Policy for RegoPolicy {
         if let Ok(object) = value.as_object_mut() {
             object.insert(regorus::Value::from("parameters"), self.parameters.clone());
         }
-        let outcome = self.bundle.evaluate(&self.package, value).map_err(error)?;
+        let outcome = self
+            .bundle
+            .evaluate(&self.package, value)
+            .map_err(|err| PolicyError::new(&self.package.name, err.to_string()).caused_by(err))?;
         Ok(findings(
             &self.package.name,
             self.mode,

@@ -194,8 +194,11 @@ fn run_folder(folder: &Path, report: &mut Report) -> Result<(), TestError> {
             .map_err(|err| table_error(format!("at `{}`: {}", err.path(), err.inner())))?;
     let package = pick_package(&bundle, table.policy.as_deref()).map_err(table_error)?;
     for case in &table.cases {
-        let outcome = input_for(case, &table)
-            .and_then(|input| bundle.evaluate(package, regorus::Value::from(input)));
+        let outcome = input_for(case, &table).and_then(|input| {
+            bundle
+                .evaluate(package, regorus::Value::from(input))
+                .map_err(|err| err.to_string())
+        });
         match outcome {
             Err(err) => fail(report, &case.name, &format!("    error: {err}\n")),
             Ok(outcome) => {

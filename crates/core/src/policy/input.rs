@@ -323,6 +323,7 @@ mod tests {
             "https://slsa.dev/provenance/v1".into(),
             json!({"buildDefinition": {}}),
             "key team.pub".into(),
+            "sha256:index",
         ))];
         let mut e = entry("ghcr.io/acme/app:1.0");
         e.evidence = Some(Ok(evidence));

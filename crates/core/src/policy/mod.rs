@@ -126,6 +126,25 @@ pub struct PolicyInput<'a> {
 pub struct PolicyError {
     pub policy: String,
     pub message: String,
+    /// The engine's own error, when there is one (kept for `source()` chains).
+    #[source]
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PolicyError {
+    pub fn new(policy: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            policy: policy.into(),
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The same failure with the engine's error kept as its source.
+    pub fn caused_by(mut self, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Box::new(error));
+        self
+    }
 }
 
 /// Anything that judges a request and returns findings.

@@ -237,13 +237,15 @@ async fn referrer_artefact(
     };
     let manifest = match registry.manifest(image, &referrer.digest, call).await {
         Ok(manifest) => manifest,
-        Err(RegistryError::NotFound(_)) => {
+        Err(RegistryError::NotFound { .. }) => {
             return Ok(unreadable(
                 default_format,
                 "the referrer's manifest is listed but missing".into(),
             ));
         }
-        Err(RegistryError::Protocol(why)) => return Ok(unreadable(default_format, why)),
+        Err(RegistryError::Protocol { what: why, .. }) => {
+            return Ok(unreadable(default_format, why));
+        }
         Err(err) => return Err(err),
     };
     let Manifest::Image { layers, .. } = manifest else {
@@ -267,7 +269,9 @@ async fn referrer_artefact(
     };
     let bytes = match registry.blob(image, layer, call).await {
         Ok(bytes) => bytes,
-        Err(RegistryError::Protocol(why)) => return Ok(unreadable(default_format, why)),
+        Err(RegistryError::Protocol { what: why, .. }) => {
+            return Ok(unreadable(default_format, why));
+        }
         Err(err) => return Err(err),
     };
     if notation {

@@ -628,48 +628,57 @@ pub fn judge(
     let mut found = Vec::new();
     let mut attestations: Vec<Arc<VerifiedAttestation>> = Vec::new();
     for artefact in &collected.artefacts {
-        let (kind, signer, verified, reason) =
-            match judge_artefact(authorities, image, digest, artefact) {
-                Judged::Signature(signers) => {
-                    let labels: Vec<String> = signers.iter().map(|(_, l)| l.clone()).collect();
-                    for (index, label) in signers {
-                        signed_by.entry(index).or_insert(label);
-                    }
-                    (
-                        "signature".to_owned(),
-                        labels.join(", "),
-                        true,
-                        String::new(),
-                    )
+        let (kind, signer, verified, reason) = match judge_artefact(
+            authorities,
+            image,
+            digest,
+            artefact,
+        ) {
+            Judged::Signature(signers) => {
+                let labels: Vec<String> = signers.iter().map(|(_, l)| l.clone()).collect();
+                for (index, label) in signers {
+                    signed_by.entry(index).or_insert(label);
                 }
-                Judged::Attestation {
-                    predicate_type,
-                    predicate,
-                    signers,
-                } => {
-                    let labels: Vec<String> = signers.iter().map(|(_, l)| l.clone()).collect();
-                    let label = labels.join(", ");
-                    // The same statement found in two places (a `.att` layer and a referrer)
-                    // counts once; distinct statements of one type (scans over time) all count.
-                    if !attestations.iter().any(|a| {
-                        a.predicate_type == predicate_type
-                            && a.signer == label
-                            && a.predicate == predicate
-                    }) {
-                        attestations.push(Arc::new(VerifiedAttestation::new(
-                            predicate_type.clone(),
-                            predicate,
-                            label.clone(),
-                        )));
+                (
+                    "signature".to_owned(),
+                    labels.join(", "),
+                    true,
+                    String::new(),
+                )
+            }
+            Judged::Attestation {
+                predicate_type,
+                predicate,
+                signers,
+            } => {
+                let labels: Vec<String> = signers.iter().map(|(_, l)| l.clone()).collect();
+                let label = labels.join(", ");
+                // The same statement found in two places (a `.att` layer and a referrer)
+                // counts once; distinct statements of one type (scans over time) all count.
+                if !attestations.iter().any(|a| {
+                    a.predicate_type == predicate_type
+                        && a.signer == label
+                        && a.predicate == predicate
+                }) {
+                    let attestation = VerifiedAttestation::new(
+                        predicate_type.clone(),
+                        predicate,
+                        label.clone(),
+                        digest,
+                    );
+                    if let Some(error) = &attestation.scan_error {
+                        tracing::warn!(%error, digest, "ignoring a vulnerability attestation's scan");
                     }
-                    (predicate_type, label, true, String::new())
+                    attestations.push(Arc::new(attestation));
                 }
-                Judged::Rejected {
-                    kind,
-                    signer,
-                    reason,
-                } => (kind, signer, false, reason),
-            };
+                (predicate_type, label, true, String::new())
+            }
+            Judged::Rejected {
+                kind,
+                signer,
+                reason,
+            } => (kind, signer, false, reason),
+        };
         found.push(FoundArtefact {
             place: artefact.place,
             format: artefact.format,
