@@ -272,9 +272,14 @@ impl Metrics {
     }
 
     /// Publishes a re-judging pass; gauges of outcomes and rules that vanished are removed.
-    pub fn record_rejudge(&self, summary: &crate::rejudge::PassSummary) {
+    /// `by_outcome`: workloads by outcome; `findings`: findings by (rule, mode).
+    pub fn record_rejudge(
+        &self,
+        by_outcome: &std::collections::HashMap<&'static str, usize>,
+        findings: &std::collections::HashMap<(String, &'static str), usize>,
+    ) {
         self.running_workloads.clear();
-        for (outcome, count) in &summary.by_outcome {
+        for (outcome, count) in by_outcome {
             self.running_workloads
                 .get_or_create(&OutcomeLabels {
                     outcome: (*outcome).to_owned(),
@@ -282,7 +287,7 @@ impl Metrics {
                 .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
         self.running_findings.clear();
-        for ((rule, mode), count) in &summary.findings {
+        for ((rule, mode), count) in findings {
             self.running_findings
                 .get_or_create(&RuleLabels {
                     rule: rule.clone(),

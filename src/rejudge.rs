@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use crate::audit::{AuditError, RunningPods, group_by_controller, judge_objects, read_cluster};
 use crate::decision::Outcome;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::policy_report::{PolicyReportWriter, WriteSummary, build_reports};
-use crate::server::AppState;
 
 /// How often a disabled re-judging task looks again whether a reload enabled it.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
@@ -30,11 +31,28 @@ pub struct PassSummary {
     pub reports: Option<Result<WriteSummary, String>>,
 }
 
+/// What re-judging needs from the running server: the engine in force (it changes on reload)
+/// and the metrics it publishes to. `server::AppState` is one; re-judging never names the
+/// server, so the HTTP layer and the cluster work do not depend on each other.
+pub trait RejudgeHost: Send + Sync {
+    fn engine(&self) -> Arc<Engine>;
+    fn metrics(&self) -> &Metrics;
+}
+
+impl<T: RejudgeHost + ?Sized> RejudgeHost for Arc<T> {
+    fn engine(&self) -> Arc<Engine> {
+        (**self).engine()
+    }
+    fn metrics(&self) -> &Metrics {
+        (**self).metrics()
+    }
+}
+
 /// Judges every running pod once with the engine in force, and publishes the result: metrics
 /// and logs always, PolicyReports through `reports` when `rejudge.policyReports` is on. A
 /// report that cannot be written is logged and counted; it does not fail the pass.
 pub async fn pass(
-    state: &AppState,
+    state: &(impl RejudgeHost + ?Sized),
     pods: &dyn RunningPods,
     reports: Option<&PolicyReportWriter>,
 ) -> Result<PassSummary, AuditError> {
@@ -68,7 +86,9 @@ pub async fn pass(
             );
         }
     }
-    state.metrics.record_rejudge(&summary);
+    state
+        .metrics()
+        .record_rejudge(&summary.by_outcome, &summary.findings);
     let wanted = engine
         .config()
         .rejudge
@@ -79,7 +99,7 @@ pub async fn pass(
             Some(writer) => {
                 let built = build_reports(&targets, &judged, engine.clock().now());
                 let written = writer.write(&built).await.map_err(|err| err.to_string());
-                state.metrics.record_policy_report_write(written.is_ok());
+                state.metrics().record_policy_report_write(written.is_ok());
                 if let Err(err) = &written {
                     tracing::error!(error = %err, "cannot write PolicyReports");
                 }
@@ -98,7 +118,7 @@ pub async fn pass(
 /// Lease; a replica that becomes leader runs a pass at once. A replica that stops leading
 /// withdraws its running-workload gauges, so only the leader's figures are exported.
 pub fn spawn(
-    state: Arc<AppState>,
+    state: Arc<dyn RejudgeHost>,
     pods: Arc<dyn RunningPods>,
     mut leading: Option<tokio::sync::watch::Receiver<bool>>,
     reports: Option<Arc<PolicyReportWriter>>,
@@ -114,7 +134,7 @@ pub fn spawn(
                 && let Some(leading) = leading.as_mut()
                 && !*leading.borrow_and_update()
             {
-                state.metrics.set_rejudge_leader(false);
+                state.metrics().set_rejudge_leader(false);
                 // Wait to become leader, but look at the configuration again each interval.
                 let waited = tokio::time::timeout(interval.min(IDLE_CHECK), leading.changed());
                 if let Ok(Err(_elector_gone)) = waited.await {
@@ -123,7 +143,7 @@ pub fn spawn(
                 }
                 continue;
             }
-            state.metrics.set_rejudge_leader(true);
+            state.metrics().set_rejudge_leader(true);
             match pass(&state, pods.as_ref(), reports.as_deref()).await {
                 Ok(summary) => tracing::info!(
                     pods = summary.pods,
@@ -132,7 +152,7 @@ pub fn spawn(
                     "re-judged running workloads"
                 ),
                 Err(err) => {
-                    state.metrics.record_rejudge_failure();
+                    state.metrics().record_rejudge_failure();
                     tracing::error!(error = %err, "cannot re-judge running workloads");
                 }
             }

@@ -753,6 +753,15 @@ async fn reload_config(
     }
 }
 
+impl crate::rejudge::RejudgeHost for AppState {
+    fn engine(&self) -> Arc<Engine> {
+        AppState::engine(self)
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
