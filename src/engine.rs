@@ -67,7 +67,28 @@ pub enum EngineError {
 
 /// Builds an engine for a (re)loaded configuration, wiring the evidence and scan sources
 /// that configuration names. Used at start and on every hot reload.
-pub type EngineBuilder = Arc<dyn Fn(LoadedConfig) -> Result<Engine, String> + Send + Sync>;
+pub type EngineBuilder =
+    Arc<dyn Fn(LoadedConfig) -> Result<Engine, EngineBuildError> + Send + Sync>;
+
+/// Why a (re)loaded configuration could not become an engine: the composition root's own
+/// error, kept whole so its source chain still names the cause ([`describe_error`]).
+pub type EngineBuildError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error and each cause its message does not already contain, joined by `: ` (for logs
+/// and stderr, where a chain printed naively repeats itself).
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(err) = cause {
+        let more = err.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = err.source();
+    }
+    text
+}
 
 /// Document policy (Rego) evaluations running at once, process-wide: twice the cores, so the
 /// CPU stays busy while a slow evaluation waits, and never hundreds of interpreters at once.

@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{self, ErrorBody};
 use crate::config::LoadedConfig;
-use crate::engine::{Engine, EngineBuilder};
+use crate::engine::{Engine, EngineBuildError, EngineBuilder};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 use crate::watch::{FileChanges, WatchError};
@@ -706,7 +706,7 @@ async fn reload_config(
         // Without a configuration file (embedded default or a test engine), a policy change
         // rebuilds from the configuration in force.
         let loaded = match &config_path {
-            Some(path) => LoadedConfig::from_file(path).map_err(|err| err.to_string()),
+            Some(path) => LoadedConfig::from_file(path).map_err(EngineBuildError::from),
             None => Ok(state.engine().loaded().clone()),
         };
         // Reading and compiling policies is blocking work: keep it off the async workers.
@@ -715,7 +715,9 @@ async fn reload_config(
                 let build = build.clone();
                 tokio::task::spawn_blocking(move || build(loaded))
                     .await
-                    .unwrap_or_else(|join| Err(format!("building the engine failed: {join}")))
+                    .unwrap_or_else(
+                        |join| Err(format!("building the engine failed: {join}").into()),
+                    )
             }
             Err(err) => Err(err),
         };
@@ -734,6 +736,7 @@ async fn reload_config(
             }
             Err(error) => {
                 state.metrics.record_config_reload("rejected");
+                let error = crate::engine::describe_error(&*error);
                 tracing::error!(%error, config = state.engine().identity(), "new configuration or policies refused; the last good ones stay in force");
             }
         }

@@ -273,7 +273,7 @@ impl Components {
     /// The builder the server calls on every configuration reload.
     pub fn builder(self: &Arc<Self>) -> EngineBuilder {
         let components = self.clone();
-        Arc::new(move |loaded| components.engine(loaded).map_err(|err| err.with_causes()))
+        Arc::new(move |loaded| components.engine(loaded).map_err(Into::into))
     }
 }
 

@@ -99,17 +99,7 @@ impl CliError {
     /// their source in their own message; the `…Cluster` ones do not): what a refused reload
     /// logs, and what `{:#}` prints without the repetitions.
     pub fn with_causes(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(err) = cause {
-            let more = err.to_string();
-            if !text.contains(&more) {
-                text.push_str(": ");
-                text.push_str(&more);
-            }
-            cause = err.source();
-        }
-        text
+        crate::engine::describe_error(self)
     }
 }
 

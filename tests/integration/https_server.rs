@@ -69,7 +69,7 @@ fn client_trusting(ca_pem: &str) -> reqwest::Client {
 
 /// What the server calls on a configuration reload: a new engine on the same evidence source.
 fn builder(evidence: Arc<dyn EvidenceSource>) -> portcullis::engine::EngineBuilder {
-    Arc::new(move |loaded| Engine::new(loaded, evidence.clone()).map_err(|err| err.to_string()))
+    Arc::new(move |loaded| Engine::new(loaded, evidence.clone()).map_err(Into::into))
 }
 
 fn listeners() -> (std::net::TcpListener, std::net::TcpListener) {

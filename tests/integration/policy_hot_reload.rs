@@ -35,7 +35,7 @@ async fn start(config_path: &Path, ca_out: &Path) -> Running {
     let loaded = LoadedConfig::from_file(config_path).unwrap();
     let engine = Engine::new(loaded, Arc::new(NoRegistry)).unwrap();
     let build: portcullis::engine::EngineBuilder =
-        Arc::new(|loaded| Engine::new(loaded, Arc::new(NoRegistry)).map_err(|err| err.to_string()));
+        Arc::new(|loaded| Engine::new(loaded, Arc::new(NoRegistry)).map_err(Into::into));
     server::start(
         std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
         std::net::TcpListener::bind("127.0.0.1:0").unwrap(),

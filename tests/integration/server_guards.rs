@@ -35,7 +35,7 @@ async fn start_engine(engine: portcullis::engine::Engine) -> (Running, tempfile:
     let evidence: Arc<dyn portcullis::evidence::EvidenceSource> =
         Arc::new(portcullis::evidence::NoRegistry);
     let build: portcullis::engine::EngineBuilder = Arc::new(move |loaded| {
-        portcullis::engine::Engine::new(loaded, evidence.clone()).map_err(|e| e.to_string())
+        portcullis::engine::Engine::new(loaded, evidence.clone()).map_err(Into::into)
     });
     let running = server::start(
         webhook,
