@@ -4,9 +4,6 @@
 //! burst of concurrent reviews of one uncached image (printed, not timed).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a benchmark that cannot set up should stop loudly
 
-#[path = "../tests/integration/registry_support.rs"]
-mod registry_support;
-
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +14,7 @@ use portcullis::evidence::{EvidenceSource, GatherContext, SignatureEvidence};
 use portcullis::reference::ImageRef;
 use portcullis::registry::RegistryClient;
 use portcullis::registry_evidence::RegistryEvidence;
-use registry_support::{
+use portcullis_test_support::registry::{
     ImageSpec, IndependentKey, Layout, Mode, Registry, push_signature_layers,
     simple_signing_payload, write_file,
 };
@@ -30,7 +27,7 @@ struct Setup {
 }
 
 fn setup(runtime: &tokio::runtime::Runtime) -> Setup {
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let mut layout = Layout::new();
     let digest = layout.single("v1", &ImageSpec::new("bench"));

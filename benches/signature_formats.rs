@@ -5,9 +5,6 @@
 //! each with new caches. Needs `scripts/install-sigstore-js` to have run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a benchmark that cannot set up should stop loudly
 
-#[path = "../tests/integration/registry_support.rs"]
-mod registry_support;
-
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +17,7 @@ use portcullis::evidence::{EvidenceSource, GatherContext, SignatureEvidence};
 use portcullis::reference::ImageRef;
 use portcullis::registry::RegistryClient;
 use portcullis::registry_evidence::RegistryEvidence;
-use registry_support::{
+use portcullis_test_support::registry::{
     ImageSpec, IndependentKey, Layout, Mode, Registry, push_signature_layers,
     simple_signing_payload, write_file,
 };
@@ -190,7 +187,7 @@ fn signature_formats(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let work = tempfile::tempdir().unwrap();
     let cases = cases(&runtime, &registry, work.path());

@@ -174,6 +174,9 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
     };
+    // Listen for SIGTERM before the server can report ready: from then on a SIGTERM must drain
+    // (the default action would kill the process with requests in flight).
+    let stop = ShutdownSignal::listen();
     let running = server::start(webhook, probe, engine, components.builder(), options).await?;
     // Re-judging reads `rejudge` from the configuration in force on every pass; the elector
     // campaigns for the Lease only while that configuration asks for leader election.
@@ -189,7 +192,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         );
         crate::cert_rotation::spawn(Arc::new(rotator), running.state.clone())
     });
-    shutdown_signal().await;
+    stop.received().await;
     tracing::info!("shutdown signal received");
     if let Some(rotating) = rotating {
         rotating.abort();
@@ -317,20 +320,39 @@ fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejud
     }
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
+/// SIGTERM or Ctrl-C, listened for from [`ShutdownSignal::listen`] on.
+struct ShutdownSignal {
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Installs the SIGTERM handler now (the process no longer dies of SIGTERM).
+    fn listen() -> Self {
+        let terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => Some(signal),
             Err(err) => {
                 tracing::error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                std::future::pending::<()>().await;
+                None
             }
+        };
+        Self { terminate }
+    }
+
+    /// Waits for SIGTERM (including one that arrived before this call) or Ctrl-C.
+    async fn received(mut self) {
+        let terminate = async {
+            match &mut self.terminate {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }

@@ -1,20 +1,23 @@
 //! Bypass attempts, table-driven: every row is an AdmissionReview (real API-server shapes) that
 //! tries to get an unsigned or untrusted image past an enforce configuration with a signature
-//! requirement (a key; images signed by the independent signer of `registry_support.rs`) and
-//! one trusted registry (the real `docker-registry` on loopback). Each row runs through both
-//! `portcullis review` (the CLI, the AdmissionReview on stdin) and a real `portcullis serve`
-//! child over HTTPS (its generated CA), and must get the same, expected answer: denied naming
+//! requirement (a key; images signed by the independent signer of
+//! `portcullis_test_support::registry`) and one trusted registry (the real `docker-registry` on
+//! loopback). Each row runs through both `portcullis review` (the CLI, the AdmissionReview on
+//! stdin) and a real `portcullis serve` child over HTTPS (its generated CA), built by
+//! `portcullis_test_support::serve`, and must get the same, expected answer: denied naming
 //! the rule (and the site), refused as not an AdmissionReview, or — the controls — admitted.
 //! Nothing is mocked; the API server is simply not there (the rows are what it would send).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 use std::path::PathBuf;
 
-use crate::common::{ServeChild, review_cli};
-use crate::registry_support::{
-    ImageSpec, IndependentKey, Layout, Mode, Registry, install_crypto_provider,
-    push_signature_layers, sign_image, simple_signing_payload, write_file,
+use crate::common::{self, review_cli};
+use portcullis_test_support::install_crypto_provider;
+use portcullis_test_support::registry::{
+    ImageSpec, IndependentKey, Layout, Mode, Registry, push_signature_layers, sign_image,
+    simple_signing_payload, write_file,
 };
+use portcullis_test_support::serve::ServeChild;
 use serde_json::{Value, json};
 
 /// What a row must get, on both paths.
@@ -847,8 +850,7 @@ async fn every_bypass_attempt_is_denied_and_every_control_admitted_by_review_and
     let attempts = attempts(&world);
     let controls = controls(&world);
     assert!(attempts.len() >= 40, "{} attempts", attempts.len());
-    let serve_dir = tempfile::tempdir().unwrap();
-    let serve = ServeChild::start(&world.config, serve_dir.path(), &[]);
+    let serve = common::serve().config(&world.config).spawn();
     let client = serve.client();
     let mut failures = Vec::new();
     for row in attempts.iter().chain(controls.iter()) {

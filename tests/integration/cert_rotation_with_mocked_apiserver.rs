@@ -23,7 +23,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::mock_apiserver::{self, json_body, json_response as respond, status_response as status};
+use portcullis_test_support::mock_apiserver::{
+    self, json_body, json_response as respond, status_response as status,
+};
 
 const SECRET: &str = "/api/v1/namespaces/portcullis/secrets/portcullis-tls";
 const WEBHOOK: &str =
@@ -445,38 +447,34 @@ async fn a_missing_secret_is_an_error_that_names_it() {
 
 #[test]
 fn serve_refuses_rotation_arguments_it_cannot_honour_before_binding() {
-    use crate::common::serve_without_cluster_with;
-    let (code, stderr) = serve_without_cluster_with(
-        "mode: enforce\n",
-        &[
+    let exit = crate::common::serve()
+        .config_yaml("mode: enforce\n")
+        .args([
             "--cert-secret",
             "portcullis-tls",
             "--webhook-configuration",
             "portcullis",
-        ],
-    );
+        ])
+        .run();
+    let (code, stderr) = (exit.code, exit.stderr);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("expected NAMESPACE/NAME"), "{stderr}");
 
     let dir = tempfile::tempdir().unwrap();
-    let (_, cert, key) = openssl_pair(dir.path(), 30);
+    let (ca, cert, key) = openssl_pair(dir.path(), 30);
     std::fs::write(dir.path().join("s.crt"), cert).unwrap();
     std::fs::write(dir.path().join("s.key"), key).unwrap();
-    let cert_path = dir.path().join("s.crt").display().to_string();
-    let key_path = dir.path().join("s.key").display().to_string();
-    let (code, stderr) = serve_without_cluster_with(
-        "mode: enforce\n",
-        &[
+    let exit = crate::common::serve()
+        .config_yaml("mode: enforce\n")
+        .tls_files(&dir.path().join("s.crt"), &dir.path().join("s.key"), &ca)
+        .args([
             "--cert-secret",
             "portcullis/portcullis-tls",
             "--webhook-configuration",
             "portcullis",
-            "--tls-cert",
-            &cert_path,
-            "--tls-key",
-            &key_path,
-        ],
-    );
+        ])
+        .run();
+    let (code, stderr) = (exit.code, exit.stderr);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("certificate rotation needs access to the Kubernetes API"),

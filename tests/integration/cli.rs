@@ -2,11 +2,11 @@
 //! validate` and `serve`, and what they print.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::data_path;
+use crate::common::{self, data_path};
 use serde_json::Value;
 
 fn portcullis() -> Command {
@@ -205,22 +205,13 @@ fn an_empty_configuration_is_refused_by_config_validate_and_serve() {
         "# portcullis configuration\n# (to be written)\n",
     ] {
         std::fs::write(&path, text).unwrap();
-        let path = path.display().to_string();
-        for args in [
-            vec!["config", "validate", path.as_str()],
-            vec![
-                "serve",
-                "--config",
-                path.as_str(),
-                "--listen",
-                "127.0.0.1:0",
-                "--probe-listen",
-                "127.0.0.1:0",
-            ],
+        let validate = run(&["config", "validate", &path.display().to_string()]);
+        let serve = common::serve().config(&path).run();
+        for (command, code, message) in [
+            ("config validate", validate.status.code(), stderr(&validate)),
+            ("serve", serve.code, serve.stderr),
         ] {
-            let output = run(&args);
-            assert_eq!(output.status.code(), Some(2), "{args:?} on {text:?}");
-            let message = stderr(&output);
+            assert_eq!(code, Some(2), "{command} on {text:?}");
             assert!(message.contains("the configuration is empty"), "{message}");
             assert!(message.contains("omit --config"), "{message}");
         }
@@ -236,58 +227,28 @@ fn serve_with_a_bad_configuration_exits_2_before_binding_any_port() {
     // Hold the port: if serve tried to bind first it would fail with a bind error (exit 1).
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, "mode: sometimes\n").unwrap();
-    let output = run(&[
-        "serve",
-        "--config",
-        &path.display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--probe-listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("mode"));
+    let exit = common::serve()
+        .config_yaml("mode: sometimes\n")
+        .listen(format!("127.0.0.1:{port}"))
+        .probe_listen(format!("127.0.0.1:{port}"))
+        .run();
+    assert_eq!(exit.code, Some(2), "{}", exit.stderr);
+    assert!(exit.stderr.contains("mode"));
 }
 
 #[test]
 fn serve_runs_on_the_embedded_default_and_exits_0_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_out = dir.path().join("ca.pem");
-    let mut child = portcullis()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--probe-listen",
-            "127.0.0.1:0",
-            "--shutdown-delay-seconds",
-            "0",
-            "--log-format",
-            "json",
-            "--ca-out",
-            &ca_out.display().to_string(),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = Instant::now();
-    let mut probe_addr = None;
-    while started.elapsed() < Duration::from_secs(30) {
-        let Some(Ok(line)) = lines.next() else { break };
-        let event: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|err| panic!("log line is not JSON ({err}): {line}"));
-        if event["message"] == "portcullis is serving" {
-            probe_addr = event["probe_addr"].as_str().map(str::to_owned);
-            break;
-        }
+    let mut serve = common::serve()
+        .args(["--shutdown-delay-seconds", "0"])
+        .ready_timeout(Duration::from_secs(30))
+        .spawn();
+    for line in serve.stderr_lines() {
+        let parsed = serde_json::from_str::<Value>(&line);
+        assert!(parsed.is_ok(), "log line is not JSON ({parsed:?}): {line}");
     }
-    let probe_addr = probe_addr.expect("the server announced its addresses");
+    let ca_out = serve.ca_path.clone().unwrap();
     assert!(ca_out.exists(), "the CA bundle was written");
-    let mut stream = std::net::TcpStream::connect(&probe_addr).unwrap();
+    let mut stream = std::net::TcpStream::connect(serve.probe_addr).unwrap();
     write!(
         stream,
         "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -297,13 +258,16 @@ fn serve_runs_on_the_embedded_default_and_exits_0_on_sigterm() {
     std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    // At once, on purpose: `serve` listens for SIGTERM before it reports ready, so even a
+    // signal sent the moment /readyz answers drains and exits 0 (it once killed the process).
+    serve.sigterm();
+    let status = serve.wait();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status}: {}",
+        serve.stderr_lines().join("\n")
+    );
 }
 
 #[test]

@@ -1,5 +1,8 @@
-//! Shared helpers for the integration tests: fixtures, engines, and in-process requests.
-#![allow(dead_code)] // reason: each test crate uses a different subset of these helpers
+//! Helpers of the integration tests that need the portcullis library or this package's
+//! binary and fixtures: fixtures, engines, in-process requests, the `portcullis` binary as a
+//! `serve` builder and a `review` run. Support code that needs neither is the
+//! `portcullis-test-support` crate.
+#![allow(dead_code)] // reason: each test module uses a different subset of these helpers
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::{EvidenceSource, NoRegistry};
 use portcullis::server::{AppState, probe_router, webhook_router};
+use portcullis_test_support::serve::Serve;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -143,52 +147,10 @@ pub fn create_review(group: &str, kind: &str, resource: &str, object: Value) -> 
     serde_json::to_vec(&review).unwrap_or_default()
 }
 
-/// Runs `portcullis serve` on `config_yaml` where no cluster can be reached (no kubeconfig, no
-/// in-cluster service account), on ephemeral loopback ports. Returns (exit code, stderr).
-pub fn serve_without_cluster(config_yaml: &str) -> (Option<i32>, String) {
-    serve_without_cluster_with(config_yaml, &[])
-}
-
-/// As [`serve_without_cluster`], with more `serve` arguments.
-pub fn serve_without_cluster_with(config_yaml: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(err) => unreachable!("temp dir: {err}"),
-    };
-    let path = dir.path().join("config.yaml");
-    if let Err(err) = std::fs::write(&path, config_yaml) {
-        unreachable!("write config: {err}");
-    }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config", &path.display().to_string()])
-        .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", dir.path())
-        .output();
-    match output {
-        Ok(output) => (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ),
-        Err(err) => unreachable!("run portcullis: {err}"),
-    }
-}
-
-/// Polls `check` every 50 ms for at most 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    unreachable!("timed out waiting for: {what}");
+/// `portcullis serve` of this package's binary, as a builder: run to its exit or spawned
+/// until ready (see `portcullis_test_support::serve`).
+pub fn serve() -> Serve {
+    Serve::new(env!("CARGO_BIN_EXE_portcullis"))
 }
 
 /// The webhook router over the registry-backed evidence source of `yaml` (real registries).
@@ -226,150 +188,6 @@ pub fn verdict(review: &Value) -> (bool, String) {
             .unwrap_or_default()
             .to_owned(),
     )
-}
-
-/// A real `portcullis serve` child on 127.0.0.1 (ephemeral ports, generated CA written to
-/// `ca.pem` in its directory, no cluster reachable), killed when dropped. Its stderr (JSON
-/// logs) keeps being drained so it never blocks on logging.
-pub struct ServeChild {
-    pub child: std::process::Child,
-    pub webhook_addr: std::net::SocketAddr,
-    pub probe_addr: std::net::SocketAddr,
-    pub ca_pem: String,
-}
-
-impl ServeChild {
-    /// Starts `portcullis serve --config <config>` plus `extra` arguments; `dir` receives the
-    /// CA bundle.
-    pub fn start(config: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> Self {
-        let ca_out = dir.join("ca.pem");
-        let mut args: Vec<std::ffi::OsString> = vec!["--ca-out".into(), ca_out.clone().into()];
-        args.extend(extra.iter().map(Into::into));
-        Self::spawn(config, dir, &args, None)
-    }
-
-    /// As [`start`](Self::start), serving the certificate files `cert` and `key` (watched and
-    /// reloaded by the server), trusted through `ca_pem`.
-    pub fn start_with_files(
-        config: &std::path::Path,
-        dir: &std::path::Path,
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        ca_pem: &str,
-    ) -> Self {
-        let args: Vec<std::ffi::OsString> = vec![
-            "--tls-cert".into(),
-            cert.into(),
-            "--tls-key".into(),
-            key.into(),
-        ];
-        Self::spawn(config, dir, &args, Some(ca_pem.to_owned()))
-    }
-
-    fn spawn(
-        config: &std::path::Path,
-        dir: &std::path::Path,
-        extra: &[std::ffi::OsString],
-        ca_pem: Option<String>,
-    ) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .env_remove("PORTCULLIS_CONFIG")
-            .env_remove("PORTCULLIS_LOG")
-            .env("KUBECONFIG", dir.join("no-kubeconfig"))
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut addrs = None;
-        let mut said = Vec::new();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            said.push(line.clone());
-            let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if event["message"] == "portcullis is serving" {
-                let addr = |key: &str| event[key].as_str().and_then(|a| a.parse().ok());
-                addrs = addr("webhook_addr").zip(addr("probe_addr"));
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        let Some((webhook_addr, probe_addr)) = addrs else {
-            let _ = child.kill();
-            unreachable!(
-                "portcullis serve did not announce its addresses: {}",
-                said.join("\n")
-            );
-        };
-        let ca_pem = ca_pem.unwrap_or_else(|| std::fs::read_to_string(dir.join("ca.pem")).unwrap());
-        Self {
-            child,
-            webhook_addr,
-            probe_addr,
-            ca_pem,
-        }
-    }
-
-    /// `https://127.0.0.1:<port>/validate?timeout=<timeout>`.
-    pub fn validate_url(&self, timeout: &str) -> String {
-        format!(
-            "https://127.0.0.1:{}/validate?timeout={timeout}",
-            self.webhook_addr.port()
-        )
-    }
-
-    /// An HTTP/1.1 client trusting only this server's CA (as the API server trusts
-    /// `caBundle`).
-    pub fn client(&self) -> reqwest::Client {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
-            .http1_only()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap()
-    }
-
-    /// Resident set size of the child in kB (`VmRSS` of /proc/<pid>/status).
-    pub fn rss_kb(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-
-    /// The probe port's `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.probe_addr);
-        match reqwest::get(url).await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-
-    /// Peak resident set size of the child in kB (`VmHWM`).
-    pub fn peak_rss_kb(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-}
-
-impl Drop for ServeChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `portcullis review --config <config> -` with `body` on stdin: (exit code, stdout as

@@ -19,7 +19,7 @@ use portcullis::server::{self, AppState, ServeOptions, TlsSource};
 use serde_json::{Value, json};
 
 use crate::common::{self, post, post_to, routers};
-use crate::registry_support::{
+use portcullis_test_support::registry::{
     ImageSpec, IndependentKey, Layout, Mode, Registry, sign_image, write_file,
 };
 
@@ -31,7 +31,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        crate::registry_support::install_crypto_provider();
+        portcullis_test_support::install_crypto_provider();
         Self {
             registry: Registry::start(Mode::Plain),
             key: IndependentKey::generate(),

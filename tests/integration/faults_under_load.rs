@@ -13,16 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{ServeChild, eventually, fixture_bytes};
-use crate::registry_support::{
-    ImageSpec, IndependentKey, Layout, Mode, Registry, install_crypto_provider,
-    push_signature_layers, simple_signing_payload, write_file,
+use crate::common::{self, fixture_bytes};
+use portcullis_test_support::eventually;
+use portcullis_test_support::install_crypto_provider;
+use portcullis_test_support::registry::{
+    ImageSpec, IndependentKey, Layout, Mode, Registry, push_signature_layers,
+    simple_signing_payload, write_file,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use portcullis_test_support::serve::ServeChild;
+use portcullis_test_support::tls::{self, TestCa};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -150,10 +149,7 @@ async fn load(
     let rss_before_kb = serve.rss_kb().unwrap_or_default();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let client = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(serve.ca_pem.as_bytes()).unwrap())
-            .http1_only()
+        let client = tls::client_builder_trusting(&[&serve.ca_pem])
             // The API server gives up at its deadline; so does this client.
             .timeout(Duration::from_secs(deadline_seconds))
             .build()
@@ -250,7 +246,7 @@ async fn registry_fault_under_load(fault: Fault, on_error: &str) {
             key_path.display()
         ),
     );
-    let serve = ServeChild::start(&config, dir.path(), &[]);
+    let serve = common::serve().config(&config).spawn();
     let image = |tag: &str| format!("{host}/team/app:{tag}");
     let signed: Expected = (true, "");
     let unsigned: Expected = (false, "rule signature");
@@ -325,31 +321,6 @@ async fn a_registry_slower_than_the_deadline_under_load_gets_on_error_in_time() 
     registry_fault_under_load(Fault::Slow, "deny").await;
 }
 
-/// A CA issuing serving certificates for 127.0.0.1.
-struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    /// (certificate PEM, key PEM, certificate DER).
-    fn leaf(&self) -> (String, String, Vec<u8>) {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_replaced_and_configuration_broken_during_load_fail_no_request() {
     install_crypto_provider();
@@ -360,13 +331,12 @@ async fn certificates_replaced_and_configuration_broken_during_load_fail_no_requ
     std::fs::write(&cert_path, cert).unwrap();
     std::fs::write(&key_path, key).unwrap();
     let config = write_file(dir.path(), "config.yaml", "mode: enforce\n");
-    let serve = Arc::new(ServeChild::start_with_files(
-        &config,
-        dir.path(),
-        &cert_path,
-        &key_path,
-        &ca.issuer.pem(),
-    ));
+    let serve = Arc::new(
+        common::serve()
+            .config(&config)
+            .tls_files(&cert_path, &key_path, &ca.pem())
+            .spawn(),
+    );
     let rss_before = serve.rss_kb().unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -525,19 +495,7 @@ async fn served_certificate(serve: &ServeChild) -> Option<Vec<u8>> {
 async fn raw_tls(
     serve: &ServeChild,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(serve.ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(serve.webhook_addr).await?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
+    tls::connect(serve.webhook_addr, &serve.ca_pem).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,7 +515,7 @@ async fn hundreds_of_idle_slow_header_and_slow_body_connections_keep_memory_boun
             "mode: enforce\nlimits: {{headerReadTimeoutMillis: 60000, maxRequestBytes: 1048576, maxBufferedRequestBytes: {BUFFERED}}}\n"
         ),
     );
-    let serve = Arc::new(ServeChild::start(&config, dir.path(), &[]));
+    let serve = Arc::new(common::serve().config(&config).spawn());
     let warm = serve.client();
     for _ in 0..20 {
         let response = warm

@@ -16,51 +16,13 @@ use portcullis::evidence::{
 };
 use portcullis::reference::ImageRef;
 use portcullis::server::{self, Running, ServeOptions, TlsSource};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use portcullis_test_support::tls::{self, TestCa};
+use portcullis_test_support::{eventually, install_crypto_provider};
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
-fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-/// A test CA that can sign several serving certificates.
-struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A serving certificate for 127.0.0.1: (cert PEM, key PEM, cert DER).
-    fn leaf(&self) -> (String, String, Vec<u8>) {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-}
-
 fn client_trusting(ca_pem: &str) -> reqwest::Client {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .http1_only()
+    tls::client_builder_trusting(&[ca_pem])
         .tls_info(true)
         .timeout(Duration::from_secs(10))
         .build()

@@ -13,7 +13,7 @@ use portcullis::leader::LeaseLock;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::mock_apiserver::{
+use portcullis_test_support::mock_apiserver::{
     self, json_body, json_response as response, status_response as status,
 };
 
@@ -303,7 +303,7 @@ async fn the_elector_publishes_leadership_and_steps_down_when_renewals_fail() {
     watch.wait_for(|l| !*l).await.unwrap();
     // The release is written right after the flag changes.
     let store = cluster.store.clone();
-    crate::common::eventually("the Lease is released", || {
+    portcullis_test_support::eventually("the Lease is released", || {
         let released = store.lock().unwrap().lease.as_ref().unwrap()["spec"]
             .get("holderIdentity")
             .is_none();

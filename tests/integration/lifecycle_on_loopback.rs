@@ -5,18 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 use crate::common;
-use crate::registry_support;
 
 use std::sync::Arc;
 
 use crate::common::{post, routers};
-use crate::registry_support::{
-    ImageSpec, Layout, Mode, Registry, SigstoreKey, push_attestations, sign_image, write_file,
-};
 use portcullis::clock::FixedClock;
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::registry_evidence::RegistryEvidence;
+use portcullis_test_support::registry::{
+    ImageSpec, Layout, Mode, Registry, SigstoreKey, push_attestations, sign_image, write_file,
+};
 use serde_json::{Value, json};
 
 /// Rules that need no registry are off, so each verdict comes from the rules under test.
@@ -89,7 +88,7 @@ fn vuln_predicate(severity: &str, finished: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vuln_attestation_is_a_scan_only_when_signed_by_the_policy_key() {
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let keys = tempfile::tempdir().unwrap();
     let key = SigstoreKey::generate();
@@ -191,7 +190,7 @@ async fn a_vuln_attestation_is_a_scan_only_when_signed_by_the_policy_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_age_comes_from_verified_provenance_else_the_config_created_time() {
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let keys = tempfile::tempdir().unwrap();
     let key = SigstoreKey::generate();
@@ -248,7 +247,7 @@ async fn image_age_comes_from_verified_provenance_else_the_config_created_time()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_base_tag_asks_to_rebuild_on_the_new_digest() {
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let base_name = format!("{}/base/alpine:3.20", registry.host);
     let mut base_spec = ImageSpec::new("base v1");

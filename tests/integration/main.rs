@@ -1,13 +1,13 @@
 //! The integration tests, one module per area, linked into one test binary: every test binary
 //! links the whole dependency tree (kube, sigstore, aws-lc), so one binary instead of thirteen
 //! keeps CI's disk use and link time down. Test names keep their area as the module path, e.g.
-//! `cargo nextest run -E 'test(/^registry_on_loopback::/)'`.
+//! `cargo nextest run -E 'test(/^registry_on_loopback::/)'`. The support code they share
+//! (real registry, stand-in servers, the `portcullis serve` child builder) is the
+//! `portcullis-test-support` crate (`crates/test-support`); `common` keeps the helpers that
+//! need the portcullis library or this package's binary and fixtures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 mod common;
-mod mock_apiserver;
-mod referrers_standin;
-mod registry_support;
 
 mod audit_with_mocked_apiserver;
 mod bypass_suite;

@@ -11,9 +11,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::registry_support::{
-    self, ImageSpec, IndependentKey, Layout, Mode, Registry, manifest_descriptor, sign_image,
-    write_file,
+use portcullis_test_support::registry::{
+    ImageSpec, IndependentKey, Layout, Mode, Registry, manifest_descriptor, sign_image, write_file,
 };
 
 const QUIET_RULES: &str = "rules:\n  noLatestTag: {enabled: false}\n  runAsNonRoot: {enabled: false}\n  privilegeEscalation: {enabled: false}\n";
@@ -112,7 +111,7 @@ fn notation_policy(ca: &Path, identity: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notation_jws_and_cose_signatures_are_admitted_by_their_trust_store_and_refused_by_another()
 {
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let work = tempfile::tempdir().unwrap();
     let keys = keygen(&work.path().join("keys"));
@@ -155,7 +154,7 @@ async fn notation_jws_and_cose_signatures_are_admitted_by_their_trust_store_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notation_signature_and_a_cosign_key_signature_count_toward_one_threshold() {
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let work = tempfile::tempdir().unwrap();
     let keys = keygen(&work.path().join("keys"));

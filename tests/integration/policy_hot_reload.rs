@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{create_review, eventually};
+use crate::common::create_review;
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::NoRegistry;
 use portcullis::server::{self, Running, ServeOptions, TlsSource};
+use portcullis_test_support::eventually;
 use serde_json::{Value, json};
 
 const QUIET: &str = "trustedRegistries: []\nrules:\n  noLatestTag: {enabled: false}\n  runAsNonRoot: {enabled: false}\n  privileged: {enabled: false}\n  privilegeEscalation: {enabled: false}\n  hostNamespaces: {enabled: false}\n  hostPorts: {enabled: false}\n";

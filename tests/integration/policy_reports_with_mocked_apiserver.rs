@@ -18,8 +18,10 @@ use portcullis::server::AppState;
 use serde_json::{Value, json};
 
 use crate::common::data_path;
-use crate::mock_apiserver::{self, json_body, json_response as response, status_response};
 use crate::rejudge::{CONFIG, FixedPodList, VULNERABLE};
+use portcullis_test_support::mock_apiserver::{
+    self, json_body, json_response as response, status_response,
+};
 
 const REPORTS: &str = "/apis/wgpolicyk8s.io/v1alpha2/namespaces";
 

@@ -197,7 +197,10 @@ async fn with_the_apiserver_mocked_other_secret_types_are_ignored() {
 
 #[test]
 fn serve_refuses_pull_secrets_without_cluster_access() {
-    let (code, stderr) = common::serve_without_cluster("evidence:\n  pullSecrets: true\n");
+    let exit = common::serve()
+        .config_yaml("evidence:\n  pullSecrets: true\n")
+        .run();
+    let (code, stderr) = (exit.code, exit.stderr);
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains("evidence.pullSecrets needs access to the Kubernetes API"),

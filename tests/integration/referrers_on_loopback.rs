@@ -1,7 +1,8 @@
 //! OCI referrers listings (`RegistryClient::referrers_listing`) against a real registry:
 //! Debian's `docker-registry` (distribution 2.8) on 127.0.0.1, which has no referrers API, so
 //! the referrers tag schema is tested on it directly, and the API through the clearly named
-//! stand-in of `referrers_standin.rs` (a proxy that answers only that endpoint itself).
+//! stand-in of `portcullis_test_support::referrers_standin` (a proxy that answers only that
+//! endpoint itself).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 use std::time::Duration;
@@ -14,12 +15,13 @@ use portcullis::registry::{
     Call, MAX_REFERRER_PAGES, MAX_REFERRERS, Referrers, ReferrersSource, RegistryClient,
     RegistryError,
 };
+use rstest::rstest;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::referrers_standin::{ReferrersStandin, StandinAnswer};
-use crate::registry_support::{
-    self, Artifact, ImageSpec, Layout, Mode, Registry, push_referrer, push_referrers_tag,
+use portcullis_test_support::referrers_standin::{ReferrersStandin, StandinAnswer};
+use portcullis_test_support::registry::{
+    Artifact, ImageSpec, Layout, Mode, Registry, push_referrer, push_referrers_tag,
 };
 
 const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -28,7 +30,7 @@ const REPOSITORY: &str = "team/app";
 
 /// A registry with one image pushed as `team/app:v1`; returns it and the image's digest.
 fn registry_with_image() -> (Registry, String) {
-    registry_support::install_crypto_provider();
+    portcullis_test_support::install_crypto_provider();
     let registry = Registry::start(Mode::Plain);
     let mut layout = Layout::new();
     let digest = layout.single("v1", &ImageSpec::new("referrers"));
@@ -487,58 +489,23 @@ async fn a_page_beyond_the_descriptor_cap_is_cut_through_the_referrers_standin()
     assert_eq!(found.descriptors.len(), MAX_REFERRERS);
 }
 
-#[tokio::test]
-async fn a_basic_challenge_is_answered_with_the_credential_once_through_the_referrers_standin() {
-    let (registry, digest) = registry_with_image();
-    let standin = ReferrersStandin::start(&registry).await;
-    let pushed = push_referrer(
-        &standin.host,
-        REPOSITORY,
-        &digest,
-        &Artifact::of_type(SBOM, "sbom"),
-    )
-    .await;
-    standin.require_basic_auth("reader", "s3cret");
-    let client = client_for(&standin.host, 1);
-    let anonymous = client
-        .referrers_listing(&image(&standin.host), &digest, None, &call(10))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(anonymous, RegistryError::Unauthorized { .. }),
-        "{anonymous:?}"
-    );
-    let reader = Call {
-        credential: Credential::Basic {
-            username: "reader".into(),
-            password: "s3cret".into(),
-        },
-        ..call(10)
-    };
-    let before = standin.requests("GET", &referrers_path(&digest));
-    let found = client
-        .referrers_listing(&image(&standin.host), &digest, None, &reader)
-        .await
-        .unwrap();
-    assert_eq!(digests(&found), digests_of(&[pushed]));
-    // The challenge, then the answer; the next listing sends the credential at once.
-    assert_eq!(
-        standin.requests("GET", &referrers_path(&digest)) - before,
-        2
-    );
-    client
-        .referrers_listing(&image(&standin.host), &digest, None, &reader)
-        .await
-        .unwrap();
-    assert_eq!(
-        standin.requests("GET", &referrers_path(&digest)) - before,
-        3
-    );
-}
+/// Turns on one way the stand-in's referrers endpoint challenges (user, password).
+type RequireAuth = fn(&ReferrersStandin, &str, &str);
 
+/// A `Basic` challenge is answered with the credential, a `Bearer` one with a token the
+/// credential buys at the realm; either way an anonymous or wrong credential is refused, never
+/// an empty listing. `round_trips`: referrers requests of the first listing with the credential
+/// and of the one after it, where the scheme fixes them (Basic: the challenge then the answer,
+/// then the credential at once).
+#[rstest]
+#[case::basic(ReferrersStandin::require_basic_auth, Some([2, 1]), false)]
+#[case::bearer_token_from_the_realm(ReferrersStandin::require_bearer_token, None, true)]
 #[tokio::test]
-async fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_through_the_referrers_standin()
-{
+async fn a_challenge_is_answered_with_the_credential_through_the_referrers_standin(
+    #[case] require: RequireAuth,
+    #[case] round_trips: Option<[usize; 2]>,
+    #[case] token_from_the_realm: bool,
+) {
     let (registry, digest) = registry_with_image();
     let standin = ReferrersStandin::start(&registry).await;
     let pushed = push_referrer(
@@ -548,9 +515,8 @@ async fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_through_the_
         &Artifact::of_type(SBOM, "sbom"),
     )
     .await;
-    standin.require_bearer_token("reader", "s3cret");
+    require(&standin, "reader", "s3cret");
     let client = client_for(&standin.host, 1);
-    // Without credentials the token server refuses: unauthorized, never an empty listing.
     let anonymous = client
         .referrers_listing(&image(&standin.host), &digest, None, &call(10))
         .await
@@ -559,34 +525,44 @@ async fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_through_the_
         matches!(anonymous, RegistryError::Unauthorized { .. }),
         "{anonymous:?}"
     );
-    let wrong = Call {
+    let with_password = |password: &str| Call {
         credential: Credential::Basic {
             username: "reader".into(),
-            password: "wrong".into(),
+            password: password.into(),
         },
         ..call(10)
     };
     assert!(
         client
-            .referrers_listing(&image(&standin.host), &digest, None, &wrong)
+            .referrers_listing(
+                &image(&standin.host),
+                &digest,
+                None,
+                &with_password("wrong")
+            )
             .await
             .is_err()
     );
-    let reader = Call {
-        credential: Credential::Basic {
-            username: "reader".into(),
-            password: "s3cret".into(),
-        },
-        ..call(10)
-    };
+    let reader = with_password("s3cret");
+    let referrers_before = standin.requests("GET", &referrers_path(&digest));
     let tokens_before = standin.requests("GET", "/token");
     let found = client
         .referrers_listing(&image(&standin.host), &digest, None, &reader)
         .await
         .unwrap();
     assert_eq!(digests(&found), digests_of(&[pushed]));
-    assert!(
+    let first = standin.requests("GET", &referrers_path(&digest)) - referrers_before;
+    client
+        .referrers_listing(&image(&standin.host), &digest, None, &reader)
+        .await
+        .unwrap();
+    let second = standin.requests("GET", &referrers_path(&digest)) - referrers_before - first;
+    if let Some(expected) = round_trips {
+        assert_eq!([first, second], expected, "referrers requests per listing");
+    }
+    assert_eq!(
         standin.requests("GET", "/token") > tokens_before,
-        "the token came from the realm"
+        token_from_the_realm,
+        "whether a token came from the realm"
     );
 }

@@ -5,22 +5,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
 use crate::common;
-use crate::registry_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{post, routers};
-use crate::registry_support::{
-    ImageSpec, IndependentKey, Layout, Mode, PrivateSigstore, Registry, push_attestations,
-    push_keyless_attestation, push_signature_layers, push_signature_layers_annotated, sign_image,
-    sigstore_sign, simple_signing_payload, write_file,
-};
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::{EvidenceSource, GatherContext, ImageEvidence, SignatureEvidence};
 use portcullis::reference::ImageRef;
 use portcullis::registry_evidence::RegistryEvidence;
+use portcullis_test_support::registry::{
+    ImageSpec, IndependentKey, Layout, Mode, PrivateSigstore, Registry, push_attestations,
+    push_keyless_attestation, push_signature_layers, push_signature_layers_annotated, sign_image,
+    sigstore_sign, simple_signing_payload, write_file,
+};
 use serde_json::{Value, json};
 
 /// Rules that need no registry are off, so each verdict is the signature rule's alone.
@@ -33,7 +32,7 @@ struct Setup {
 
 impl Setup {
     fn new(mode: Mode) -> Self {
-        registry_support::install_crypto_provider();
+        portcullis_test_support::install_crypto_provider();
         Self {
             registry: Registry::start(mode),
             keys: tempfile::tempdir().unwrap(),

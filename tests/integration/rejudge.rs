@@ -157,7 +157,7 @@ async fn only_the_lease_holder_runs_passes_and_a_new_leader_runs_one_at_once() {
     // Becoming leader runs a pass now, not an interval later.
     leading.send(true).unwrap();
     let leader = state.clone();
-    common::eventually("the new leader's pass", || {
+    portcullis_test_support::eventually("the new leader's pass", || {
         let done = passes(&leader);
         async move { done }
     })
@@ -172,7 +172,7 @@ async fn only_the_lease_holder_runs_passes_and_a_new_leader_runs_one_at_once() {
     // Losing the Lease withdraws this replica's figures (the new leader publishes its own).
     leading.send(false).unwrap();
     let follower = state.clone();
-    common::eventually("the figures are withdrawn", || {
+    portcullis_test_support::eventually("the figures are withdrawn", || {
         let metrics = follower.metrics.encode();
         let done = metrics.contains("portcullis_rejudge_leader 0")
             && !metrics.contains("portcullis_running_workloads{");
@@ -194,7 +194,7 @@ async fn a_leader_whose_elector_is_gone_keeps_the_interval_instead_of_spinning()
         None,
     );
     let first = state.clone();
-    common::eventually("the first pass", || {
+    portcullis_test_support::eventually("the first pass", || {
         let done = first
             .metrics
             .encode()
@@ -243,7 +243,10 @@ fn leader_election_is_on_by_default_and_a_bad_lease_name_is_refused() {
 
 #[test]
 fn serve_refuses_rejudging_without_cluster_access_before_binding() {
-    let (code, stderr) = common::serve_without_cluster("rejudge: {interval: 15m}\n");
+    let exit = common::serve()
+        .config_yaml("rejudge: {interval: 15m}\n")
+        .run();
+    let (code, stderr) = (exit.code, exit.stderr);
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains("rejudge needs access to the Kubernetes API"),

@@ -4,23 +4,17 @@
 //! shedding, and SIGTERM to a real `portcullis serve` under keep-alive load.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
 
-use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
 use portcullis::server::{self, Running, ServeOptions, TlsSource};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use portcullis_test_support::{eventually, install_crypto_provider, tls};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
 
 /// A server on `yaml` with a generated CA; the directory holds `ca.pem`.
 async fn start(yaml: &str) -> (Running, tempfile::TempDir) {
@@ -62,39 +56,16 @@ fn ca_pem(dir: &tempfile::TempDir) -> String {
 }
 
 fn reqwest_client(ca_pems: &[&str]) -> reqwest::Client {
-    install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .http1_only()
+    tls::client_builder_trusting(ca_pems)
         .pool_max_idle_per_host(1)
-        .timeout(Duration::from_secs(10));
-    for pem in ca_pems {
-        builder =
-            builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// A raw TLS connection (HTTP/1.1 by ALPN) to the webhook port, for clients that misbehave.
 async fn raw_tls(running: &Running, ca_pem: &str) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(running.webhook_addr).await.unwrap();
-    handshake(tcp, ca_pem).await.unwrap()
-}
-
-async fn handshake(tcp: TcpStream, ca_pem: &str) -> std::io::Result<TlsStream<TcpStream>> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    connector
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
+    tls::connect(running.webhook_addr, ca_pem).await.unwrap()
 }
 
 /// Reads until the server closes the connection (or `bound` passes: then panics).
@@ -327,7 +298,7 @@ async fn the_connection_limit_holds_and_a_waiting_connection_gets_in_when_one_cl
     let tcp = TcpStream::connect(running.webhook_addr).await.unwrap();
     let third = tokio::spawn({
         let ca = ca.clone();
-        async move { handshake(tcp, &ca).await }
+        async move { tls::handshake(tcp, &ca).await }
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
@@ -401,58 +372,24 @@ async fn a_review_that_cannot_start_before_its_deadline_gets_the_on_error_outcom
     }
 }
 
-/// `portcullis serve` as a child process (embedded default, generated CA in `dir`); returns
-/// it with its webhook address. Its stderr keeps being drained so it never blocks on logging.
-fn serve_child(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--probe-listen",
-            "127.0.0.1:0",
-        ])
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_keep_alive_load_loses_no_request() {
+    let mut terminating = serve()
         .args([
             "--shutdown-delay-seconds",
             "2",
             "--drain-timeout-seconds",
             "10",
         ])
-        .args(["--log-format", "json", "--ca-out"])
-        .arg(dir.join("ca.pem"))
-        .env_remove("PORTCULLIS_CONFIG")
-        .env_remove("PORTCULLIS_LOG")
-        .env("KUBECONFIG", dir.join("no-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if event["message"] == "portcullis is serving" {
-            addr = event["webhook_addr"].as_str().map(|a| a.parse().unwrap());
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr.expect("the server announced its address"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_keep_alive_load_loses_no_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, terminating) = serve_child(dir.path());
+        .spawn();
     // The replica clients move to once told to close, as the API server reaches another
     // endpoint of the Service.
     let (other, other_dir) = start_engine(engine(None)).await;
-    let cas = [ca_pem_at(dir.path()), ca_pem(&other_dir)];
+    let cas = [terminating.ca_pem.clone(), ca_pem(&other_dir)];
     let urls = [
         format!(
             "https://127.0.0.1:{}/validate?timeout=10s",
-            terminating.port()
+            terminating.webhook_addr.port()
         ),
         format!(
             "https://127.0.0.1:{}/validate?timeout=10s",
@@ -530,11 +467,7 @@ async fn sigterm_under_keep_alive_load_loses_no_request() {
     })
     .await;
     sigterm_sent.store(true, Ordering::SeqCst);
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    terminating.sigterm();
     // Every client is told to close while the replica still answers (the shutdown delay).
     eventually("every client was answered with Connection: close", || {
         let moved = moved.clone();
@@ -543,7 +476,7 @@ async fn sigterm_under_keep_alive_load_loses_no_request() {
     .await;
     let mut exit = None;
     eventually("the terminating replica exits", || {
-        exit = child.try_wait().unwrap();
+        exit = terminating.try_wait();
         let done = exit.is_some();
         async move { done }
     })
@@ -556,8 +489,4 @@ async fn sigterm_under_keep_alive_load_loses_no_request() {
     assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
     assert_eq!(closes_after_sigterm.load(Ordering::SeqCst), CLIENTS);
     other.shutdown().await.unwrap();
-}
-
-fn ca_pem_at(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("ca.pem")).unwrap()
 }

@@ -11,10 +11,11 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::{self, eventually};
-use crate::referrers_standin::ReferrersStandin;
-use crate::registry_support::{
-    self, Artifact, ImageSpec, Layout, Mode, Registry, push_referrers_tag,
+use crate::common;
+use portcullis_test_support::eventually;
+use portcullis_test_support::referrers_standin::ReferrersStandin;
+use portcullis_test_support::registry::{
+    Artifact, ImageSpec, Layout, Mode, Registry, push_referrers_tag,
 };
 
 const QUIET_RULES: &str = "rules:\n  noLatestTag: {enabled: false}\n  runAsNonRoot: {enabled: false}\n  privilegeEscalation: {enabled: false}\n";
@@ -36,7 +37,7 @@ pub(crate) struct Setup {
 
 impl Setup {
     pub(crate) fn new() -> Self {
-        registry_support::install_crypto_provider();
+        portcullis_test_support::install_crypto_provider();
         assert!(
             tools().join("node_modules").is_dir(),
             "sigstore-js tooling is not installed: run scripts/install-sigstore-js"
@@ -249,7 +250,7 @@ async fn rekor_v2_and_timestamp_only_bundles_are_admitted_and_tsa_only_is_refuse
 
 /// Pushes a (tampered) bundle as a referrer of `digest` in the tag schema.
 async fn push_bundle(host: &str, repository: &str, digest: &str, bundle: &Value) {
-    let descriptor = crate::registry_support::push_referrer(
+    let descriptor = portcullis_test_support::registry::push_referrer(
         host,
         repository,
         digest,
@@ -529,7 +530,7 @@ async fn a_bundle_for_another_digest_a_tampered_statement_and_a_bundle_in_anothe
     let mut statement: Value = serde_json::from_slice(&engine.decode(payload).unwrap()).unwrap();
     statement["predicate"] = json!({"tampered": true});
     bundle["dsseEnvelope"]["payload"] = json!(engine.encode(statement.to_string()));
-    let descriptor = crate::registry_support::push_referrer(
+    let descriptor = portcullis_test_support::registry::push_referrer(
         &host,
         "team/tampered",
         &tampered_image,

@@ -160,8 +160,10 @@ async fn the_engine_falls_back_to_a_tag_report_only_without_a_digest_report() {
 
 #[test]
 fn serve_refuses_a_trivy_operator_configuration_without_cluster_access() {
-    let (code, stderr) =
-        common::serve_without_cluster("scans:\n  trivyOperator: {enabled: true}\n");
+    let exit = common::serve()
+        .config_yaml("scans:\n  trivyOperator: {enabled: true}\n")
+        .run();
+    let (code, stderr) = (exit.code, exit.stderr);
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains("scans.trivyOperator needs access to the Kubernetes API"),

@@ -8,9 +8,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use portcullis_test_support::serve::ServeChild;
 use serde_json::Value;
 
 use crate::common;
@@ -229,101 +229,34 @@ fn config_validate_names_a_tuf_repository_without_a_bootstrap_root() {
     );
 }
 
-/// `portcullis serve` as a child, its JSON log lines on a channel.
-struct Served {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    webhook: String,
-    ca: PathBuf,
-    /// The decision identity the server started with.
-    identity: String,
-}
-
-impl Served {
-    fn start(config: &str, dir: &Path) -> Self {
-        let path = dir.join("serve-config.yaml");
-        std::fs::write(&path, config).unwrap();
-        let ca = dir.join("serve-ca.pem");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--config", &path.display().to_string()])
-            .args(["--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--shutdown-delay-seconds", "0"])
-            .args(["--ca-out", &ca.display().to_string()])
-            .env("KUBECONFIG", dir.join("no-kubeconfig"))
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("PORTCULLIS_CONFIG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (sender, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && sender.send(event).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let mut served = Self {
-            child,
-            lines,
-            webhook: String::new(),
-            ca,
-            identity: String::new(),
-        };
-        let loaded = served.wait_for("configuration and policies loaded");
-        served.identity = loaded["config"].as_str().unwrap().to_owned();
-        let event = served.wait_for("portcullis is serving");
-        served.webhook = event["webhook_addr"].as_str().unwrap().to_owned();
-        served
-    }
-
-    fn wait_for(&mut self, message: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(event) if event["message"] == message => return event,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no log line {message:?} within 60 s");
-    }
-
-    async fn review(&self, image: &str) -> (bool, String) {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .build()
-            .unwrap();
-        let pod = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "app", "namespace": "shop"},
-            "spec": {"containers": [{"name": "app", "image": image}]}
-        });
-        let port = self.webhook.rsplit(':').next().unwrap();
-        let answer: Value = client
-            .post(format!("https://localhost:{port}/validate?timeout=10s"))
-            .header("content-type", "application/json")
-            .body(common::create_review("", "Pod", "pods", pod))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        common::verdict(&answer)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A review of a Pod running `image` by the served webhook, as the API server sends it (to
+/// `localhost`, trusting the generated CA): (allowed, message).
+async fn review(served: &ServeChild, image: &str) -> (bool, String) {
+    let ca = reqwest::Certificate::from_pem(served.ca_pem.as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "app", "namespace": "shop"},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    });
+    let answer: Value = client
+        .post(format!(
+            "https://localhost:{}/validate?timeout=10s",
+            served.webhook_addr.port()
+        ))
+        .header("content-type", "application/json")
+        .body(common::create_review("", "Pod", "pods", pod))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    common::verdict(&answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,8 +276,16 @@ async fn serve_picks_up_a_root_published_while_it_runs_and_its_decision_identity
     let repository = TufRepository::publish(Path::new(&other.root()));
     let config = policy(&setup, &repository.settings(&work.join("serve-cache"), 1));
 
-    let mut served = Served::start(&config, work);
-    let (allowed, message) = served.review(&image).await;
+    let served = common::serve()
+        .config_yaml(config)
+        .args(["--shutdown-delay-seconds", "0"])
+        .spawn();
+    // The decision identity the server started with.
+    let loaded = served
+        .logged("configuration and policies loaded")
+        .expect("the server logged its configuration identity");
+    let started_with = loaded["config"].as_str().unwrap().to_owned();
+    let (allowed, message) = review(&served, &image).await;
     assert!(!allowed, "{message}");
     assert!(
         message.contains("the Sigstore trusted root from TUF at"),
@@ -354,13 +295,16 @@ async fn serve_picks_up_a_root_published_while_it_runs_and_its_decision_identity
     // The right root is published as the next targets version: the refresher installs it
     // and rebuilds the engine.
     repository.update(Path::new(&setup.root()));
-    let refreshed = served.wait_for("Sigstore trusted root refreshed from TUF");
-    let (allowed, message) = served.review(&image).await;
+    let refreshed = served.wait_for_log(
+        "Sigstore trusted root refreshed from TUF",
+        Duration::from_secs(60),
+    );
+    let (allowed, message) = review(&served, &image).await;
     assert!(allowed, "{message}");
     let identity = refreshed["config"].as_str().unwrap();
     assert!(identity.starts_with("sha256:"), "{refreshed}");
     assert_ne!(
-        identity, served.identity,
+        identity, started_with,
         "the root is part of the decision identity"
     );
 }

@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::registry_support::{
-    self, ImageSpec, IndependentKey, Layout, Mode, Registry, sign_image, write_file,
+use portcullis_test_support::registry::{
+    ImageSpec, IndependentKey, Layout, Mode, Registry, sign_image, write_file,
 };
 
 fn portcullis() -> Command {
@@ -35,7 +35,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        registry_support::install_crypto_provider();
+        portcullis_test_support::install_crypto_provider();
         let registry = Registry::start(Mode::Plain);
         let mut layout = Layout::new();
         let digest = layout.single("v1", &ImageSpec::new("verify"));

@@ -13,8 +13,6 @@
 //! Everything else (manifests, blobs, tags, auth) is the real registry's answer. Requests are
 //! counted per `METHOD path` so tests can assert round trips. Tests using it say so in their
 //! name (`…_through_the_referrers_standin`).
-#![allow(dead_code)] // reason: each test uses a different part
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: helpers of tests
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -28,7 +26,7 @@ use axum::routing::any;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::registry_support::Registry;
+use crate::registry::Registry;
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 

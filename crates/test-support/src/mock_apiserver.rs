@@ -1,7 +1,6 @@
 //! Helpers for tests that play the kube-apiserver (none can run here) behind kube's mock
 //! service (tower-test): JSON and `Status` answers in the API server's shapes, reading a
 //! request's JSON body, and a kube client whose every request goes to a handler.
-#![allow(dead_code)] // reason: each test module uses a different subset
 
 use std::future::Future;
 
@@ -42,7 +41,7 @@ where
     F: Fn(http::Request<Body>) -> Fut + Send + 'static,
     Fut: Future<Output = http::Response<Body>> + Send,
 {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    crate::install_crypto_provider();
     let (service, mut handle) =
         tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
     let server = tokio::spawn(async move {

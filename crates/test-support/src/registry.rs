@@ -1,9 +1,8 @@
-//! Real parts for the registry tests and benchmark: Debian's `docker-registry` (distribution
-//! 2.8) on 127.0.0.1 (plain HTTP, TLS with a generated CA, or htpasswd basic auth), OCI image
-//! layouts built here and pushed with `skopeo copy`, and two Cosign signers: the `sigstore`
-//! crate, and an independent one written from Cosign's signature spec with the `p256` crate.
-#![allow(dead_code)] // reason: the test file and the bench use different subsets
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: helpers of tests
+//! Real registries for the registry tests and benchmarks: Debian's `docker-registry`
+//! (distribution 2.8) on 127.0.0.1 (plain HTTP, TLS with a generated CA, or htpasswd basic
+//! auth), OCI image layouts built here and pushed with `skopeo copy`, and two Cosign signers:
+//! the `sigstore` crate, and an independent one written from Cosign's signature spec with the
+//! `p256` crate; plus a private Sigstore-style CA and log for keyless signatures.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,9 +25,8 @@ use rcgen::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
+use crate::install_crypto_provider;
+use crate::tls::TestCa;
 
 /// How the registry is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,18 +70,10 @@ impl Registry {
         match &mode {
             Mode::Plain => {}
             Mode::Tls => {
-                let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-                params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-                let ca =
-                    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-                let mut leaf =
-                    CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-                leaf.is_ca = IsCa::ExplicitNoCa;
-                leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-                let key = KeyPair::generate().unwrap();
-                let cert = leaf.signed_by(&key, &ca).unwrap();
-                std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
-                std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
+                let ca = TestCa::new();
+                let (cert, key, _) = ca.leaf();
+                std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+                std::fs::write(dir.path().join("tls.key"), key).unwrap();
                 // skopeo's --dest-cert-dir wants the CA as `ca.crt` in a folder.
                 std::fs::create_dir_all(dir.path().join("certs")).unwrap();
                 std::fs::write(dir.path().join("certs/ca.crt"), ca.pem()).unwrap();
@@ -325,6 +315,12 @@ impl ImageSpec {
 pub struct Layout {
     pub dir: tempfile::TempDir,
     entries: Vec<Value>,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A blob written to the layout: (digest, size).
@@ -788,6 +784,12 @@ pub struct PrivateSigstore {
     ca: CertifiedIssuer<'static, KeyPair>,
     ca_der: Vec<u8>,
     rekor: p256::ecdsa::SigningKey,
+}
+
+impl Default for PrivateSigstore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A keyless signing identity: its certificate (PEM) and the key it certifies.
