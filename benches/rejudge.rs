@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use portcullis::audit::{PodsFuture, RunningPods, group_by_controller, judge_objects};
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::NoRegistry;
+use portcullis::object_review::{PodsFuture, RunningPods, group_by_controller, judge_objects};
 use portcullis::policy_report::build_reports;
 use portcullis::server::AppState;
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ fn rejudge(c: &mut Criterion) {
             pods.0
                 .iter()
                 .flat_map(|p| {
-                    portcullis::manifests::from_value(p.clone(), "bench").unwrap_or_default()
+                    portcullis::object_files::from_value(p.clone(), "bench").unwrap_or_default()
                 })
                 .collect(),
         );

@@ -17,14 +17,14 @@
 //! between crates (`evidence`, `policy`, `scan`), the facade module joins both halves.
 
 pub mod admission;
-pub mod audit;
 pub mod cert_rotation;
 pub mod cli;
 pub mod connections;
 pub mod engine;
 pub mod leader;
-pub mod manifests;
 pub mod metrics;
+pub mod object_files;
+pub mod object_review;
 pub mod policy_report;
 pub mod rejudge;
 pub mod server;
@@ -49,7 +49,7 @@ pub mod evidence {
 /// document (`portcullis_core::policy`), and Rego (`portcullis_rego`).
 pub mod policy {
     pub use portcullis_core::policy::*;
-    pub use portcullis_rego::{rego, testing};
+    pub use portcullis_rego::{policy_test, rego};
 }
 
 /// Scans: the report model and `ScanSource` (`portcullis_core::scan`) and the sources that

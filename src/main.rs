@@ -48,8 +48,13 @@ fn init_tracing(cli: &Cli) {
     };
     let filter =
         EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour codes only for a person at a terminal: in a pod's log, a file or a pipe they are
+    // noise that breaks grep and log shippers (`NO_COLOR` turns them off at a terminal too).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

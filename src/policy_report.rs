@@ -11,9 +11,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::audit::{AuditTarget, Judged};
 use crate::config::Mode;
 use crate::decision::Outcome;
+use crate::object_review::{AuditTarget, Judged};
 use crate::policy::Subject;
 
 /// Every report portcullis writes has this name (one per namespace) and label.

@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::{AuditError, RunningPods, group_by_controller, judge_objects, read_cluster};
 use crate::decision::Outcome;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::object_review::{
+    AuditError, RunningPods, group_by_controller, judge_objects, read_cluster,
+};
 use crate::policy_report::{PolicyReportWriter, WriteSummary, build_reports};
 
 /// How often a disabled re-judging task looks again whether a reload enabled it.

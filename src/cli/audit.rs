@@ -10,10 +10,10 @@ use clap::Args;
 
 use super::components::engine_for;
 use super::{CliError, Components, ConfigArg, OutputFormat};
-use crate::audit::Judged;
 use crate::config::LoadedConfig;
 use crate::decision::Outcome;
-use crate::manifests::ManifestObject;
+use crate::object_files::ManifestObject;
+use crate::object_review::Judged;
 use crate::policy::Subject;
 
 #[derive(Debug, Args)]
@@ -39,24 +39,27 @@ pub(super) async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
     let (engine, objects, _components) = match &args.from_file {
         Some(path) => (
             engine_for(args.config.config.as_deref()).await?,
-            crate::audit::read_dump(path)?,
+            crate::object_review::read_dump(path)?,
             None,
         ),
         None => {
             let client = kube::Client::try_default()
                 .await
-                .map_err(|err| crate::audit::AuditError::List(err.to_string()))?;
+                .map_err(|err| crate::object_review::AuditError::List(err.to_string()))?;
             let components = Components::auditing(client.clone());
             let loaded = LoadedConfig::from_optional_file(args.config.config.as_deref())?;
             let engine = components.engine(loaded)?;
-            crate::audit::wait_for_sources(&engine, args.sources_timeout).await?;
-            let pods = crate::audit::read_cluster(&crate::audit::ClusterPods::new(client)).await?;
+            crate::object_review::wait_for_sources(&engine, args.sources_timeout).await?;
+            let pods =
+                crate::object_review::read_cluster(&crate::object_review::ClusterPods::new(client))
+                    .await?;
             (engine, pods, Some(components))
         }
     };
-    let targets = crate::audit::group_by_controller(objects);
+    let targets = crate::object_review::group_by_controller(objects);
     let objects: Vec<ManifestObject> = targets.iter().map(|t| t.object.clone()).collect();
-    let mut results = crate::audit::judge_objects(&engine, &objects, "portcullis-audit").await?;
+    let mut results =
+        crate::object_review::judge_objects(&engine, &objects, "portcullis-audit").await?;
     for (result, target) in results.iter_mut().zip(&targets) {
         result.object.clone_from(&target.label);
     }

@@ -8,7 +8,7 @@ use clap::Args;
 use super::audit::print_results;
 use super::components::engine_for;
 use super::{CliError, ConfigArg, OutputFormat};
-use crate::manifests::{self, ManifestObject};
+use crate::object_files::{self, ManifestObject};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -26,8 +26,9 @@ pub(super) async fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
     let engine = engine_for(args.config.config.as_deref()).await?;
     let mut objects: Vec<ManifestObject> = Vec::new();
     for file in &args.files {
-        objects.extend(manifests::read_file(file)?);
+        objects.extend(object_files::read_file(file)?);
     }
-    let results = crate::audit::judge_objects(&engine, &objects, "portcullis-check").await?;
+    let results =
+        crate::object_review::judge_objects(&engine, &objects, "portcullis-check").await?;
     print_results(args.output, &results)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::admission;
 use crate::config::ConfigError;
 use crate::engine::EngineError;
-use crate::manifests::ManifestError;
+use crate::object_files::ManifestError;
 use crate::registry_evidence::RegistryEvidenceError;
 use crate::scan::trivy::TrivyError;
 use crate::server::ServeError;
@@ -54,9 +54,9 @@ pub enum CliError {
     #[error("{0}")]
     RotationArgs(String),
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
+    Audit(#[from] crate::object_review::AuditError),
     #[error("policy test: {0}")]
-    PolicyTest(#[from] crate::policy::testing::TestError),
+    PolicyTest(#[from] crate::policy::policy_test::TestError),
     #[error("evidence.pullSecrets needs access to the Kubernetes API")]
     PullSecretsCluster(#[source] ClusterUnavailable),
     #[error(transparent)]

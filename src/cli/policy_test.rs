@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::CliError;
 
 pub(super) fn policy_test(dir: &Path) -> Result<ExitCode, CliError> {
-    let report = crate::policy::testing::run(dir)?;
+    let report = crate::policy::policy_test::run(dir)?;
     let mut out = std::io::stdout().lock();
     out.write_all(report.text.as_bytes())
         .map_err(CliError::Output)?;

@@ -306,7 +306,7 @@ fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejud
     );
     let passes = crate::rejudge::spawn(
         state.clone(),
-        Arc::new(crate::audit::ClusterPods::new(client.clone())),
+        Arc::new(crate::object_review::ClusterPods::new(client.clone())),
         Some(following.clone()),
         Some(Arc::new(crate::policy_report::PolicyReportWriter::new(
             client,

@@ -25,7 +25,7 @@ use crate::config::{Config, ImagePolicy, LoadedConfig, Mode};
 use crate::evidence::{
     EvidenceError, EvidenceSource, GatherContext, ImageEvidence, Priority, SignatureEvidence,
 };
-use crate::manifests::ManifestObject;
+use crate::object_files::ManifestObject;
 use crate::reference::{ImageGlobs, ImageRef};
 use crate::scan::{ScanReport, ScanSource, ScanSummary};
 use crate::signature::{Authorities, FoundArtefact};
@@ -252,7 +252,7 @@ pub(super) async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let mut reports = reports;
     // The same image judged as admission would judge it (the evidence is cached by now).
     let probes: Vec<ManifestObject> = images.iter().map(|i| probe_pod(i.written())).collect();
-    let judged = crate::audit::judge_objects(&engine, &probes, "portcullis-verify").await?;
+    let judged = crate::object_review::judge_objects(&engine, &probes, "portcullis-verify").await?;
     for (report, judged) in reports.iter_mut().zip(judged) {
         if report.error.is_some() {
             continue;

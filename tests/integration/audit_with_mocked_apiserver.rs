@@ -5,7 +5,7 @@
 
 use crate::common::data_path;
 use kube::client::Body;
-use portcullis::audit::{ClusterPods, group_by_controller, read_cluster};
+use portcullis::object_review::{ClusterPods, group_by_controller, read_cluster};
 
 type MockHandle = tower_test::mock::Handle<http::Request<Body>, http::Response<Body>>;
 

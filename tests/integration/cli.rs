@@ -362,3 +362,25 @@ fn config_validate_into_a_closed_pipe_fails_cleanly_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "{stderr}");
 }
+
+#[test]
+fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    // stderr is a pipe here, as in a pod or under a log shipper.
+    let output = portcullis()
+        .env("PORTCULLIS_LOG", "debug")
+        .args([
+            "--log-format",
+            "text",
+            "review",
+            &data("deployment-nginx-untagged.json"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let logs = stderr(&output);
+    assert!(logs.contains("decided"), "debug logs expected: {logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "an escape sequence in piped logs: {logs:?}"
+    );
+}

@@ -279,13 +279,13 @@ async fn a_huge_namespace_keeps_violations_first_and_counts_everything() {
             if i % 2 == 0 {
                 pod["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
             }
-            portcullis::manifests::from_value(pod, "test").unwrap()
+            portcullis::object_files::from_value(pod, "test").unwrap()
         })
         .collect();
     let engine = crate::common::engine(None);
-    let targets = portcullis::audit::group_by_controller(pods);
+    let targets = portcullis::object_review::group_by_controller(pods);
     let objects: Vec<_> = targets.iter().map(|t| t.object.clone()).collect();
-    let judged = portcullis::audit::judge_objects(&engine, &objects, "t")
+    let judged = portcullis::object_review::judge_objects(&engine, &objects, "t")
         .await
         .unwrap();
     let now = portcullis::timeutil::parse_instant("2026-11-25").unwrap();

@@ -9,11 +9,11 @@ use crate::common;
 use std::sync::Arc;
 
 use crate::common::data_path;
-use portcullis::audit::{PodsFuture, RunningPods};
 use portcullis::clock::FixedClock;
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
 use portcullis::evidence::NoRegistry;
+use portcullis::object_review::{PodsFuture, RunningPods};
 use portcullis::rejudge::pass;
 use portcullis::scan::trivy::TrivyDirectory;
 use portcullis::server::AppState;

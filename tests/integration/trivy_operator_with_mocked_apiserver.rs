@@ -200,7 +200,7 @@ async fn serve_stays_unready_until_the_reports_are_first_listed() {
 #[tokio::test]
 async fn a_one_shot_audit_waits_for_the_first_listing_and_gives_up_with_a_clear_error() {
     use kube::runtime::watcher::Event;
-    use portcullis::audit::wait_for_sources;
+    use portcullis::object_review::wait_for_sources;
     let reports = OperatorReports::new();
     let engine = common::engine(None).with_scans(reports.clone());
     let err = wait_for_sources(&engine, Duration::from_millis(250))

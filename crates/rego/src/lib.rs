@@ -2,6 +2,6 @@
 //! loading and compiling modules once per configuration, evaluating them against the core's
 //! input document, and `portcullis policy test` (table tests and Rego `test_` rules).
 
+pub mod policy_test;
 mod recursion;
 pub mod rego;
-pub mod testing;

@@ -1,6 +1,7 @@
 //! Reading Kubernetes manifests for `portcullis check`: YAML or JSON files with several
-//! documents, `List` kinds expanded, each object wrapped as the CREATE AdmissionReview the API
-//! server would send, so `check` judges exactly as the webhook does.
+//! documents, `List` kinds expanded, each object turned into the CREATE request the API server
+//! would send, so `check` judges exactly as the webhook does. (Kubernetes object files, not
+//! OCI manifests: those are `registry::Manifest`.)
 
 use std::path::Path;
 

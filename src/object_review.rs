@@ -1,4 +1,5 @@
-//! `portcullis audit`: what already runs, judged as if it were admitted now — from the live
+//! Judging Kubernetes objects outside admission — `portcullis audit`, `check` and re-judging:
+//! what already runs, judged as if it were admitted now — from the live
 //! cluster (through the narrow [`RunningPods`] seam) or from a `kubectl get pods -A -o json`
 //! dump. Replicas of one controller are judged once, since they share one pod template.
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use crate::decision::Outcome;
 use crate::engine::Engine;
-use crate::manifests::{self, ManifestError, ManifestObject};
+use crate::object_files::{self, ManifestError, ManifestObject};
 use crate::policy::Finding;
 
 /// Pods are listed in pages of this many, so a large cluster is never one huge response.
@@ -262,13 +263,13 @@ pub async fn judge_objects(
 /// The pods (or other objects) of a dump file (`kubectl get pods -A -o json`, YAML or JSON,
 /// `List` kinds expanded).
 pub fn read_dump(path: &std::path::Path) -> Result<Vec<ManifestObject>, AuditError> {
-    Ok(manifests::read_file(path)?)
+    Ok(object_files::read_file(path)?)
 }
 
 /// The pods a cluster runs now, as objects to judge.
 pub async fn read_cluster(pods: &dyn RunningPods) -> Result<Vec<ManifestObject>, AuditError> {
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods.list().await?});
-    Ok(manifests::from_value(list, "cluster")?)
+    Ok(object_files::from_value(list, "cluster")?)
 }
 
 #[cfg(test)]
@@ -294,7 +295,7 @@ mod tests {
             pod("lonely", None),
             pod("db-0", Some(("StatefulSet", "db"))),
         ]});
-        let objects = manifests::from_value(list, "dump.json").unwrap();
+        let objects = object_files::from_value(list, "dump.json").unwrap();
         let targets = group_by_controller(objects);
         let labels: Vec<&str> = targets.iter().map(|t| t.label.as_str()).collect();
         assert_eq!(
