@@ -109,8 +109,8 @@ async fn connection(
     let accepted = Instant::now();
     let limits = state.engine().config().limits.clone();
     let timeouts = Timeouts {
-        header: Duration::from_millis(limits.header_read_timeout_millis),
-        idle: Duration::from_secs(limits.idle_timeout_seconds),
+        header: limits.header_read_timeout_millis,
+        idle: limits.idle_timeout_seconds,
     };
     // The handshake is part of the first request's head: a client that connects and sends
     // nothing (or handshakes byte by byte) is cut off by the same timeout.

@@ -255,8 +255,8 @@ impl Engine {
     /// (or the configured default), keeping a margin to send the answer.
     pub fn budget(&self, timeout: Option<Duration>) -> Duration {
         let limits = &self.loaded.config.limits;
-        let timeout = timeout.unwrap_or(Duration::from_secs(limits.default_timeout_seconds));
-        timeout.saturating_sub(Duration::from_millis(limits.timeout_margin_millis))
+        let timeout = timeout.unwrap_or(limits.default_timeout_seconds);
+        timeout.saturating_sub(limits.timeout_margin_millis)
     }
 
     /// Judges one admission request. Never fails: every problem becomes a verdict.

@@ -126,3 +126,36 @@ mod tests {
         assert!(parsed.is_err());
     }
 }
+
+/// Configuration durations written as whole seconds (`…Seconds: 30`): every duration in the
+/// configuration is a `std::time::Duration` in the schema, whichever way its key spells it
+/// (`…Seconds`, `…Millis`, or a human string through [`HumanDuration`]).
+pub mod whole_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
+    }
+}
+
+/// Configuration durations written as whole milliseconds (`…Millis: 500`); see
+/// [`whole_seconds`].
+pub mod whole_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}

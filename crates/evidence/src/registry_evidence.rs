@@ -135,14 +135,15 @@ impl RegistryEvidence {
         pull_secrets: Option<Arc<dyn PullSecretSource>>,
     ) -> Self {
         let capacity = settings.cache_capacity;
-        let tag_ttl = Duration::from_secs(settings.tag_ttl_seconds);
-        let known_ttl = Duration::from_secs(
-            settings
-                .tag_ttl_seconds
-                .saturating_add(settings.max_staleness_seconds),
-        );
-        let long = Duration::from_secs(settings.verified_ttl_seconds.max(1));
-        let failure_ttl = Duration::from_secs(settings.failure_ttl_seconds.max(1));
+        // A cache entry lives at least a second: a zero TTL would make moka refuse the cache.
+        let one_second = Duration::from_secs(1);
+        let tag_ttl = settings.tag_ttl_seconds;
+        let known_ttl = settings
+            .tag_ttl_seconds
+            .saturating_add(settings.max_staleness_seconds);
+        let long = settings.verified_ttl_seconds.max(one_second);
+        let failure_ttl = settings.failure_ttl_seconds.max(one_second);
+        let unverified_ttl = settings.unverified_ttl_seconds.max(one_second);
         Self {
             registry,
             pull_secrets,
@@ -153,13 +154,10 @@ impl RegistryEvidence {
                 .max_capacity(capacity)
                 .expire_after(VerdictExpiry {
                     verified: long,
-                    unverified: Duration::from_secs(settings.unverified_ttl_seconds.max(1)),
+                    unverified: unverified_ttl,
                 })
                 .build(),
-            collected: bounded(
-                capacity,
-                Duration::from_secs(settings.unverified_ttl_seconds.max(1)),
-            ),
+            collected: bounded(capacity, unverified_ttl),
             failures: bounded(capacity, failure_ttl),
             authorities: bounded(capacity, AUTHORITIES_TTL),
             secrets: bounded(capacity, PULL_SECRETS_TTL),

@@ -140,7 +140,9 @@ pub async fn refresh(settings: &TufSettings) -> Result<Refreshed, TufError> {
 /// How long to wait before the next attempt: the configured interval after a success, at
 /// most a minute after a failure (the root in use stays meanwhile).
 pub fn next_attempt(settings: &TufSettings, succeeded: bool) -> Duration {
-    let interval = Duration::from_secs(settings.refresh_interval_seconds.max(1));
+    let interval = settings
+        .refresh_interval_seconds
+        .max(Duration::from_secs(1));
     if succeeded {
         interval
     } else {
@@ -157,7 +159,7 @@ mod tests {
             url: url.into(),
             root: root.map(Into::into),
             cache_dir: std::env::temp_dir().join("portcullis-tuf-unit"),
-            refresh_interval_seconds: 3600,
+            refresh_interval_seconds: Duration::from_secs(3600),
         }
     }
 

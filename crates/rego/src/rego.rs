@@ -405,7 +405,7 @@ pub fn tidy(err: &impl std::fmt::Display) -> String {
 }
 
 fn timeout_of(settings: &RegoSettings) -> Duration {
-    Duration::from_millis(settings.timeout_millis)
+    settings.timeout_millis
 }
 
 /// `any` and `all`: OPA built-ins deprecated since v0.x that Gatekeeper library policies

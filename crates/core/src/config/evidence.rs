@@ -16,23 +16,35 @@ pub struct EvidenceSettings {
     #[serde(default = "default_platform")]
     pub platform: String,
     /// How long a tag → digest resolution is reused.
-    #[serde(default = "default_tag_ttl")]
-    pub tag_ttl_seconds: u64,
+    #[serde(default = "default_tag_ttl", with = "crate::timeutil::whole_seconds")]
+    pub tag_ttl_seconds: std::time::Duration,
     /// How long a resolution may be served after its TTL when the registry fails (0: never).
-    #[serde(default = "default_max_staleness")]
-    pub max_staleness_seconds: u64,
+    #[serde(
+        default = "default_max_staleness",
+        with = "crate::timeutil::whole_seconds"
+    )]
+    pub max_staleness_seconds: std::time::Duration,
     /// How long a verification result (per digest and authorities) is kept. Digests are
     /// immutable, so this can be long.
-    #[serde(default = "default_verified_ttl")]
-    pub verified_ttl_seconds: u64,
+    #[serde(
+        default = "default_verified_ttl",
+        with = "crate::timeutil::whole_seconds"
+    )]
+    pub verified_ttl_seconds: std::time::Duration,
     /// How long "no acceptable signature" is remembered for a digest. Short, because a
     /// pipeline pushes and then signs seconds later; positive verifications keep
     /// `verifiedTtlSeconds`.
-    #[serde(default = "default_unverified_ttl")]
-    pub unverified_ttl_seconds: u64,
+    #[serde(
+        default = "default_unverified_ttl",
+        with = "crate::timeutil::whole_seconds"
+    )]
+    pub unverified_ttl_seconds: std::time::Duration,
     /// How long a registry failure is remembered (so a failing registry is not hammered).
-    #[serde(default = "default_failure_ttl")]
-    pub failure_ttl_seconds: u64,
+    #[serde(
+        default = "default_failure_ttl",
+        with = "crate::timeutil::whole_seconds"
+    )]
+    pub failure_ttl_seconds: std::time::Duration,
     /// Concurrent requests to one registry, across all reviews.
     #[serde(default = "default_registry_concurrency")]
     pub max_concurrent_requests_per_registry: usize,
@@ -73,20 +85,20 @@ impl Default for EvidenceSettings {
 fn default_platform() -> String {
     "linux/amd64".into()
 }
-fn default_tag_ttl() -> u64 {
-    60
+fn default_tag_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
-fn default_max_staleness() -> u64 {
-    300
+fn default_max_staleness() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
 }
-fn default_verified_ttl() -> u64 {
-    24 * 3600
+fn default_verified_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
 }
-fn default_unverified_ttl() -> u64 {
-    10
+fn default_unverified_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
 }
-fn default_failure_ttl() -> u64 {
-    5
+fn default_failure_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
 }
 fn default_registry_concurrency() -> usize {
     16
@@ -143,8 +155,11 @@ mod tests {
         let config = LoadedConfig::from_yaml("{}", "t").map(|l| l.config).ok();
         let evidence = config.map(|c| c.evidence).unwrap_or_default();
         assert_eq!(evidence.platform, "linux/amd64");
-        assert_eq!(evidence.tag_ttl_seconds, 60);
-        assert_eq!(evidence.max_staleness_seconds, 300);
+        assert_eq!(evidence.tag_ttl_seconds, std::time::Duration::from_secs(60));
+        assert_eq!(
+            evidence.max_staleness_seconds,
+            std::time::Duration::from_secs(300)
+        );
         assert!(!evidence.pull_secrets);
     }
 }

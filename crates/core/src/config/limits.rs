@@ -22,11 +22,17 @@ pub struct Limits {
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: u64,
     /// Deadline used when the API server sends no `?timeout=` (it always does for v1).
-    #[serde(default = "default_timeout_seconds")]
-    pub default_timeout_seconds: u64,
+    #[serde(
+        default = "default_timeout_seconds",
+        with = "crate::timeutil::whole_seconds"
+    )]
+    pub default_timeout_seconds: std::time::Duration,
     /// How long before the API server's deadline the answer must be on its way.
-    #[serde(default = "default_timeout_margin_millis")]
-    pub timeout_margin_millis: u64,
+    #[serde(
+        default = "default_timeout_margin_millis",
+        with = "crate::timeutil::whole_millis"
+    )]
+    pub timeout_margin_millis: std::time::Duration,
     /// Bytes of request bodies held in memory at once, over all connections (read at
     /// start-up). A body that would go over gets HTTP 503 at once instead of being buffered.
     #[serde(default = "default_max_buffered_request_bytes")]
@@ -34,13 +40,19 @@ pub struct Limits {
     /// A request's head (request line and headers) must arrive within this long of its first
     /// byte; a new connection's first head (and its TLS handshake) within this long of the
     /// connection being accepted. Slower clients are disconnected.
-    #[serde(default = "default_header_read_timeout_millis")]
-    pub header_read_timeout_millis: u64,
+    #[serde(
+        default = "default_header_read_timeout_millis",
+        with = "crate::timeutil::whole_millis"
+    )]
+    pub header_read_timeout_millis: std::time::Duration,
     /// A keep-alive connection with no request for this long is closed. Longer than the API
     /// server's own idle timeout (90 s), so that the client, not the server, closes first and
     /// no request is ever sent on a connection the server is closing.
-    #[serde(default = "default_idle_timeout_seconds")]
-    pub idle_timeout_seconds: u64,
+    #[serde(
+        default = "default_idle_timeout_seconds",
+        with = "crate::timeutil::whole_seconds"
+    )]
+    pub idle_timeout_seconds: std::time::Duration,
     /// Open connections on the webhook port (read at start-up). At the limit, new connections
     /// wait in the listen backlog until one closes.
     #[serde(default = "default_max_connections")]
@@ -69,20 +81,20 @@ impl Default for Limits {
 fn default_max_request_bytes() -> u64 {
     DEFAULT_MAX_REQUEST_BYTES
 }
-fn default_timeout_seconds() -> u64 {
-    10
+fn default_timeout_seconds() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
 }
-fn default_timeout_margin_millis() -> u64 {
-    500
+fn default_timeout_margin_millis() -> std::time::Duration {
+    std::time::Duration::from_millis(500)
 }
 fn default_max_buffered_request_bytes() -> u64 {
     DEFAULT_MAX_BUFFERED_REQUEST_BYTES
 }
-fn default_header_read_timeout_millis() -> u64 {
-    10_000
+fn default_header_read_timeout_millis() -> std::time::Duration {
+    std::time::Duration::from_millis(10_000)
 }
-fn default_idle_timeout_seconds() -> u64 {
-    120
+fn default_idle_timeout_seconds() -> std::time::Duration {
+    std::time::Duration::from_secs(120)
 }
 fn default_max_connections() -> u32 {
     1024
@@ -101,13 +113,14 @@ impl Limits {
                 format!("{} is too small (minimum 1024)", self.max_request_bytes),
             );
         }
-        if self.default_timeout_seconds == 0 || self.default_timeout_seconds > 30 {
+        let timeout_seconds = self.default_timeout_seconds.as_secs();
+        if timeout_seconds == 0 || timeout_seconds > 30 {
             problem(
                 "limits.defaultTimeoutSeconds".into(),
                 "must be between 1 and 30 (the API server's webhook timeout range)".into(),
             );
         }
-        if self.timeout_margin_millis >= self.default_timeout_seconds * 1000 {
+        if self.timeout_margin_millis >= self.default_timeout_seconds {
             problem(
                 "limits.timeoutMarginMillis".into(),
                 "must be shorter than limits.defaultTimeoutSeconds, or no review could finish"
@@ -126,22 +139,21 @@ impl Limits {
                 ),
             );
         }
-        if !(100..=60_000).contains(&self.header_read_timeout_millis) {
+        let header_millis = self.header_read_timeout_millis.as_millis();
+        if !(100..=60_000).contains(&header_millis) {
             problem(
                 "limits.headerReadTimeoutMillis".into(),
-                format!(
-                    "{} must be between 100 and 60000",
-                    self.header_read_timeout_millis
-                ),
+                format!("{header_millis} must be between 100 and 60000"),
             );
         }
-        if !(1..=3600).contains(&self.idle_timeout_seconds) {
+        let idle_seconds = self.idle_timeout_seconds.as_secs();
+        if !(1..=3600).contains(&idle_seconds) {
             problem(
                 "limits.idleTimeoutSeconds".into(),
                 format!(
                     "{} must be between 1 and 3600 (above 90, the API server's own idle \
                      timeout, is best)",
-                    self.idle_timeout_seconds
+                    idle_seconds
                 ),
             );
         }

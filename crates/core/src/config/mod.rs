@@ -327,8 +327,14 @@ mod tests {
         assert_eq!(config.as_ref().map(|c| c.on_error), Some(OnError::Deny));
         let limits = config.map(|c| c.limits).unwrap_or_default();
         assert_eq!(limits.max_buffered_request_bytes, 32 * 1024 * 1024);
-        assert_eq!(limits.header_read_timeout_millis, 10_000);
-        assert_eq!(limits.idle_timeout_seconds, 120);
+        assert_eq!(
+            limits.header_read_timeout_millis,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(
+            limits.idle_timeout_seconds,
+            std::time::Duration::from_secs(120)
+        );
         assert_eq!(limits.max_connections, 1024);
         assert_eq!(limits.max_images_per_object, 100);
     }

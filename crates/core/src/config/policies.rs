@@ -26,8 +26,11 @@ pub struct RegoSettings {
     pub paths: Vec<RegoPath>,
     /// Wall-clock limit for evaluating one policy on one review; a policy that runs longer
     /// is stopped and the review gets the `onError` outcome.
-    #[serde(default = "default_rego_timeout_millis")]
-    pub timeout_millis: u64,
+    #[serde(
+        default = "default_rego_timeout_millis",
+        with = "crate::timeutil::whole_millis"
+    )]
+    pub timeout_millis: std::time::Duration,
     /// Settings per policy (package): parameters, mode, which requests it judges.
     #[serde(default)]
     pub policies: Vec<RegoPolicySettings>,
@@ -43,8 +46,8 @@ impl Default for RegoSettings {
     }
 }
 
-fn default_rego_timeout_millis() -> u64 {
-    500
+fn default_rego_timeout_millis() -> std::time::Duration {
+    std::time::Duration::from_millis(500)
 }
 
 /// One entry of `policies.rego.paths`.
@@ -154,7 +157,8 @@ impl Policies {
                 );
             }
         }
-        if rego.timeout_millis == 0 || rego.timeout_millis > 30_000 {
+        let timeout_millis = rego.timeout_millis.as_millis();
+        if timeout_millis == 0 || timeout_millis > 30_000 {
             problem(
                 "policies.rego.timeoutMillis".into(),
                 "must be between 1 and 30000 (the API server waits at most 30 s)".into(),

@@ -32,8 +32,11 @@ pub struct TufSettings {
     /// the last verified root (offline, expiry still checked).
     pub cache_dir: PathBuf,
     /// How often the root is refreshed.
-    #[serde(default = "default_tuf_refresh")]
-    pub refresh_interval_seconds: u64,
+    #[serde(
+        default = "default_tuf_refresh",
+        with = "crate::timeutil::whole_seconds"
+    )]
+    pub refresh_interval_seconds: std::time::Duration,
 }
 
 /// Sigstore's public-good TUF repository.
@@ -43,8 +46,8 @@ fn default_tuf_url() -> String {
     PUBLIC_GOOD_TUF_URL.to_owned()
 }
 
-fn default_tuf_refresh() -> u64 {
-    24 * 60 * 60
+fn default_tuf_refresh() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 60 * 60)
 }
 
 impl SigstoreSettings {
@@ -82,7 +85,7 @@ impl SigstoreSettings {
                     "must name a directory".into(),
                 );
             }
-            if tuf.refresh_interval_seconds == 0 {
+            if tuf.refresh_interval_seconds.is_zero() {
                 problem(
                     "sigstore.tuf.refreshIntervalSeconds".into(),
                     "must be at least 1".into(),
