@@ -51,14 +51,6 @@ struct World {
     child_digest: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl World {
     async fn new() -> Self {
         install_crypto_provider();
@@ -106,7 +98,10 @@ impl World {
 
         let dir = tempfile::tempdir().unwrap();
         let key_path = write_file(dir.path(), "team.pub", &key.public_pem());
-        let down = format!("127.0.0.1:{}", free_port());
+        let down = format!(
+            "127.0.0.1:{}",
+            portcullis_test_support::registry::free_port()
+        );
         let config = write_file(
             dir.path(),
             "config.yaml",

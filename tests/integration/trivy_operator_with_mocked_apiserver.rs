@@ -42,16 +42,6 @@ async fn api_server(mut handle: MockHandle, paths: tokio::sync::mpsc::UnboundedS
     std::future::pending::<()>().await;
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[tokio::test]
 async fn reports_are_listed_watched_and_indexed_by_digest_with_a_tag_fallback() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -69,11 +59,13 @@ async fn reports_are_listed_watched_and_indexed_by_digest_with_a_tag_fallback() 
     let digest = format!("sha256:{}", "4".repeat(64));
     let nginx = ImageRef::parse("nginx:1.16").unwrap();
     // After LIST and WATCH: the newer rescan of the digest wins, the tag-only report is gone.
-    eventually("the watch events are applied", || {
-        reports
-            .lookup(&digest)
-            .is_some_and(|r| r.vulnerabilities.len() == 2)
-            && reports.lookup_by_tag(&nginx).is_none()
+    portcullis_test_support::eventually("the watch events are applied", || {
+        std::future::ready(
+            reports
+                .lookup(&digest)
+                .is_some_and(|r| r.vulnerabilities.len() == 2)
+                && reports.lookup_by_tag(&nginx).is_none(),
+        )
     })
     .await;
     assert_eq!(reports.pending(), None, "listed: the source answers");

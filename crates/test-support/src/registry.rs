@@ -48,7 +48,8 @@ pub struct Registry {
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now (bound and released), on 127.0.0.1.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -309,6 +309,15 @@ impl Config {
     }
 }
 
+/// The key paths of the problems `yaml` has, in report order (tests of every section).
+#[cfg(test)]
+pub(crate) fn problem_keys(yaml: &str) -> Vec<String> {
+    match LoadedConfig::from_yaml(yaml, "t") {
+        Err(ConfigError::Invalid { problems, .. }) => problems.into_iter().map(|p| p.key).collect(),
+        other => unreachable!("expected validation problems, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,11 +396,7 @@ mod tests {
     #[test]
     fn semantic_problems_are_all_reported_with_paths() {
         let yaml = "trustedRegistries: ['a/[']\nrules:\n  containerPorts:\n    enabled: true\n    allowed: ['80', '9-1', 'x']\nexclude:\n  namespaces: [Bad_NS]\n";
-        let err = LoadedConfig::from_yaml(yaml, "t").err();
-        let Some(ConfigError::Invalid { problems, .. }) = err else {
-            unreachable!("expected validation problems, got {err:?}")
-        };
-        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        let keys = problem_keys(yaml);
         assert_eq!(
             keys,
             [
@@ -418,11 +423,7 @@ mod tests {
     #[test]
     fn signature_and_evidence_keys_are_validated_with_their_paths() {
         let yaml = "evidence:\n  platform: linux\n  maxAttempts: 0\nregistries:\n  - host: r.io\n    credentials: {username: u}\nimagePolicies:\n  - name: p\n    images: [\"r.io/**\"]\n    signatures:\n      trustedRoot: /nonexistent/root.json\n      keyless:\n        - {issuer: \"https://i\", subjectRegExp: \"(\"}\n        - {issuer: \"https://i\"}\n      threshold: 3\n      mirrorOf: [\"a/[\"]\n";
-        let err = LoadedConfig::from_yaml(yaml, "t").err();
-        let Some(ConfigError::Invalid { problems, .. }) = err else {
-            unreachable!("expected validation problems, got {err:?}")
-        };
-        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        let keys = problem_keys(yaml);
         assert_eq!(
             keys,
             [

@@ -217,7 +217,7 @@ impl Policies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigError, LoadedConfig};
+    use crate::config::LoadedConfig;
 
     #[test]
     fn rego_paths_take_a_plain_path_or_a_forced_syntax() {
@@ -236,11 +236,7 @@ mod tests {
     #[test]
     fn rego_policy_settings_are_validated_with_their_paths() {
         let yaml = "policies:\n  rego:\n    timeoutMillis: 0\n    policies:\n      - package: a\n        parameters: [1]\n      - package: data.a\n        match: {namespaces: [Bad, 'team-*'], excludedNamespaces: ['a*b']}\n";
-        let err = LoadedConfig::from_yaml(yaml, "t").err();
-        let Some(ConfigError::Invalid { problems, .. }) = err else {
-            unreachable!("expected validation problems, got {err:?}")
-        };
-        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        let keys = crate::config::problem_keys(yaml);
         assert_eq!(
             keys,
             [
