@@ -267,13 +267,6 @@ impl Engine {
         priority: Priority,
     ) -> Verdict {
         let namespace = request.namespace.as_deref().unwrap_or("");
-        let mut subject = ReviewSubject::new(
-            operation_name(&request.operation),
-            request.kind.kind.as_str(),
-            namespace,
-            request.name.as_str(),
-        );
-        let identity = self.identity();
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             return Verdict::skipped(self.identity());
         }
@@ -299,6 +292,15 @@ impl Engine {
             );
             return Verdict::skipped(self.identity());
         }
+        // Built once the request is known to be judged: skipped requests (the no-op path)
+        // copy nothing.
+        let mut subject = ReviewSubject::new(
+            operation_name(&request.operation),
+            kind,
+            namespace,
+            request.name.as_str(),
+        );
+        let identity = self.identity();
         let Some(object) = &request.object else {
             return Verdict::decide(
                 &subject,
