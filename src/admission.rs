@@ -113,27 +113,16 @@ pub async fn handle(
     body: &[u8],
     timeout: Option<Duration>,
 ) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
-    handle_with_priority(engine, body, timeout, crate::evidence::Priority::Admission).await
-}
-
-/// As [`handle`], for work nobody waits on (re-judging, `audit`, `check`): its registry
-/// requests hold at most half of each registry's slots.
-pub async fn handle_with_priority(
-    engine: &Engine,
-    body: &[u8],
-    timeout: Option<Duration>,
-    priority: crate::evidence::Priority,
-) -> Result<(AdmissionReview<DynamicObject>, Verdict), AdmissionError> {
     handle_by(
         engine,
         body,
         Instant::now() + engine.budget(timeout),
-        priority,
+        crate::evidence::Priority::Admission,
     )
     .await
 }
 
-/// As [`handle_with_priority`], with the deadline already fixed: the server starts the clock
+/// As [`handle`], with the deadline and priority already fixed: the server starts the clock
 /// when the request's headers arrive, so the time its body took is not given again.
 pub async fn handle_by(
     engine: &Engine,
@@ -327,18 +316,6 @@ pub fn respond_mutation(
 
 fn json_list<T: Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-/// Decodes one AdmissionReview body and answers it as the mutating webhook (digest pinning),
-/// before `deadline`.
-pub async fn handle_mutation_by(
-    engine: &Engine,
-    body: &[u8],
-    deadline: Instant,
-    priority: crate::evidence::Priority,
-) -> Result<(serde_json::Value, crate::pinning::Outcome), AdmissionError> {
-    let request = parse(body)?;
-    judge_mutation(engine, &request, deadline, priority).await
 }
 
 /// Plans digest pinning for one decoded request and answers it as the mutating webhook
