@@ -19,7 +19,7 @@ pub enum ContainerKind {
 }
 
 impl ContainerKind {
-    /// The machine name (`input.subject.images[].container.kind`, audit annotations).
+    /// The machine name (`input.images[].container.kind`, audit annotations).
     pub fn as_str(self) -> &'static str {
         match self {
             ContainerKind::Container => "container",

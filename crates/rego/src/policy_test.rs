@@ -83,7 +83,7 @@ pub struct Case {
     #[serde(default)]
     pub now: Option<String>,
     /// Evidence per image as written in the object: fields merged into its
-    /// `input.subject.images[]` entries (`facts`, `scan`, `signatures`, `digest`, ...).
+    /// `input.images[]` entries (`facts`, `scan`, `signatures`, `digest`, ...).
     #[serde(default)]
     pub images: BTreeMap<String, Json>,
     /// Expected violation (and `deny`) messages: each must be found (as a substring) in a

@@ -652,7 +652,7 @@ fn subject(details: &Json, images: &[ImageEntry]) -> Subject {
         _ => None,
     };
     // `details.volume` names an image volume; `details.container` a container, or any site
-    // when it is an `input.subject.images[].container` object carrying its `kind`.
+    // when it is an `input.images[].container` object carrying its `kind`.
     let (name, kind) = if let Some(volume) = details.get("volume").and_then(name_of) {
         (volume, Some(ContainerKind::ImageVolume))
     } else if let Some(container) = details.get("container").and_then(name_of) {

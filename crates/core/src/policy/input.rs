@@ -1,6 +1,6 @@
 //! The input document every document-reading policy (Rego today) sees, built by pure
 //! functions: `input.review` (the AdmissionRequest, as Gatekeeper gives it), `input.parameters`
-//! (this policy's configured parameters), `input.subject.images[]` (one entry per judged image site with
+//! (this policy's configured parameters), `input.images[]` (one entry per judged image site with
 //! what portcullis verified) and `input.now` (the time the review is judged at).
 //!
 //! [`image`] is the one place that turns gathered evidence into the JSON policies read: when
@@ -75,13 +75,13 @@ impl InputDocument {
     }
 }
 
-/// `input.subject.images`: one entry per judged image site, in pod-spec order (init containers,
+/// `input.images`: one entry per judged image site, in pod-spec order (init containers,
 /// containers, ephemeral containers, image volumes).
 pub fn images_of(entries: &[ImageEntry]) -> Value {
     Value::Array(entries.iter().map(image).collect())
 }
 
-/// One `input.subject.images[]` entry.
+/// One `input.images[]` entry.
 pub fn image(entry: &ImageEntry) -> Value {
     let mut out = Map::new();
     out.insert(

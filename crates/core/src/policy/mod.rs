@@ -115,7 +115,7 @@ pub struct PolicyInput<'a> {
     pub subject: &'a ReviewSubject,
     /// The time rules judge against (injected, so tests need no sleeps).
     pub now: OffsetDateTime,
-    /// The JSON input document (`input.review`, `input.subject.images`, `input.now`), built once per
+    /// The JSON input document (`input.review`, `input.images`, `input.now`), built once per
     /// review when a policy [reads it](Policy::reads_document); `None` otherwise.
     pub document: Option<&'a input::InputDocument>,
 }
