@@ -26,12 +26,10 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            let err = anyhow::Error::new(err);
-            eprintln!("portcullis: {err:#}");
-            let code = err
-                .downcast_ref::<cli::CliError>()
-                .map_or(1, cli::CliError::exit_code);
-            ExitCode::from(code)
+            // The message and each cause it does not already contain: `{:#}` would print a
+            // cause twice where a variant's message names its source.
+            eprintln!("portcullis: {}", err.with_causes());
+            ExitCode::from(err.exit_code())
         }
     }
 }

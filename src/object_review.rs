@@ -26,7 +26,7 @@ pub enum AuditError {
     #[error(
         "cannot list pods in the cluster: {0} (or audit a dump: kubectl get pods -A -o json > pods.json; portcullis audit --from-file pods.json)"
     )]
-    List(String),
+    List(#[source] kube::Error),
     #[error("cannot encode pod {name}: {message}")]
     Encode { name: String, message: String },
     #[error(transparent)]
@@ -89,10 +89,7 @@ impl RunningPods for ClusterPods {
                 if let Some(token) = &token {
                     params = params.continue_token(token);
                 }
-                let page = api
-                    .list(&params)
-                    .await
-                    .map_err(|err| AuditError::List(err.to_string()))?;
+                let page = api.list(&params).await.map_err(AuditError::List)?;
                 for pod in page.items {
                     let name = pod.metadata.name.clone().unwrap_or_default();
                     let mut value =

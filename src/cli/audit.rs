@@ -45,9 +45,11 @@ pub(super) async fn audit(args: AuditArgs) -> Result<ExitCode, CliError> {
         None => {
             let client = kube::Client::try_default()
                 .await
-                .map_err(|err| crate::object_review::AuditError::List(err.to_string()))?;
+                .map_err(crate::object_review::AuditError::List)?;
             let components = Components::auditing(client.clone());
             let loaded = LoadedConfig::from_optional_file(args.config.config.as_deref())?;
+            // As `serve` does: with `sigstore.tuf`, judge with the root it asks for.
+            super::prepare_trust(&loaded.config).await?;
             let engine = components.engine(loaded)?;
             crate::object_review::wait_for_sources(&engine, args.sources_timeout).await?;
             let pods =
