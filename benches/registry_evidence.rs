@@ -69,7 +69,11 @@ fn fresh_source(config: &Config) -> (Arc<RegistryClient>, RegistryEvidence) {
 async fn gather_once(source: &RegistryEvidence, setup: &Setup) {
     let context = GatherContext::anonymous(tokio::time::Instant::now() + Duration::from_secs(10));
     let evidence = source
-        .gather(&setup.image, &setup.config.image_policies, &context)
+        .gather(
+            &setup.image,
+            &setup.config.image_policies.iter().collect::<Vec<_>>(),
+            &context,
+        )
         .await
         .unwrap();
     assert!(matches!(

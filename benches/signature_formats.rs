@@ -169,7 +169,11 @@ fn fresh_source(config: &Config) -> RegistryEvidence {
 async fn gather_once(source: &RegistryEvidence, case: &Case) {
     let context = GatherContext::anonymous(tokio::time::Instant::now() + Duration::from_secs(10));
     let evidence = source
-        .gather(&case.image, &case.config.image_policies, &context)
+        .gather(
+            &case.image,
+            &case.config.image_policies.iter().collect::<Vec<_>>(),
+            &context,
+        )
         .await
         .unwrap();
     assert!(

@@ -699,16 +699,17 @@ impl Engine {
         images: &mut [ImageEntry],
         context: &GatherContext,
     ) -> Vec<EvidenceError> {
-        let mut wanted: Vec<(ImageRef, Vec<ImagePolicy>)> = Vec::new();
+        // Borrowed from the configuration in force, never copied per review.
+        let mut wanted: Vec<(ImageRef, Vec<&ImagePolicy>)> = Vec::new();
         for entry in images.iter() {
             let Ok(image) = &entry.reference else {
                 continue;
             };
-            let matching: Vec<ImagePolicy> = self
+            let matching: Vec<&ImagePolicy> = self
                 .image_policies
                 .iter()
                 .filter(|(_, globs)| globs.matches(image))
-                .map(|(policy, _)| policy.clone())
+                .map(|(policy, _)| policy)
                 .collect();
             if !matching.is_empty() && !wanted.iter().any(|(seen, _)| seen == image) {
                 wanted.push((image.clone(), matching));

@@ -319,7 +319,8 @@ async fn inspect(
     if policies.is_empty() {
         return (policies, None);
     }
-    let result = evidence.gather(image, &policies, context).await;
+    let borrowed: Vec<&ImagePolicy> = policies.iter().collect();
+    let result = evidence.gather(image, &borrowed, context).await;
     (policies, Some(result))
 }
 

@@ -494,7 +494,7 @@ impl portcullis::evidence::EvidenceSource for Stalled {
     fn gather<'a>(
         &'a self,
         _: &'a portcullis::reference::ImageRef,
-        _: &'a [portcullis::config::ImagePolicy],
+        _: &'a [&'a portcullis::config::ImagePolicy],
         _: &'a portcullis::evidence::GatherContext,
     ) -> portcullis::evidence::EvidenceFuture<'a> {
         Box::pin(async {

@@ -293,7 +293,7 @@ impl EvidenceSource for Slow {
     fn gather<'a>(
         &'a self,
         _: &'a ImageRef,
-        _: &'a [ImagePolicy],
+        _: &'a [&'a ImagePolicy],
         _: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         Box::pin(async {

@@ -97,7 +97,7 @@ impl EvidenceSource for SignedByTeam {
     fn gather<'a>(
         &'a self,
         image: &'a ImageRef,
-        _: &'a [ImagePolicy],
+        _: &'a [&'a ImagePolicy],
         _: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         let signed = ["registry.k8s.io", "ghcr.io"].contains(&image.registry());

@@ -238,7 +238,11 @@ async fn an_unreachable_registry_is_an_evidence_error_naming_the_registry() {
     let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
     let context = GatherContext::anonymous(Instant::now() + Duration::from_secs(5));
     let err = evidence
-        .gather(&image, &loaded.config.image_policies, &context)
+        .gather(
+            &image,
+            &loaded.config.image_policies.iter().collect::<Vec<_>>(),
+            &context,
+        )
         .await
         .err()
         .unwrap();

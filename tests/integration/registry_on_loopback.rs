@@ -117,7 +117,11 @@ async fn gather(evidence: &RegistryEvidence, yaml: &str, image: &str) -> ImageEv
     let image = ImageRef::parse(image).unwrap();
     let context = GatherContext::anonymous(tokio::time::Instant::now() + Duration::from_secs(10));
     evidence
-        .gather(&image, &loaded.config.image_policies, &context)
+        .gather(
+            &image,
+            &loaded.config.image_policies.iter().collect::<Vec<_>>(),
+            &context,
+        )
         .await
         .unwrap()
 }

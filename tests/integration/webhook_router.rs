@@ -349,7 +349,7 @@ impl EvidenceSource for NeverAnswers {
     fn gather<'a>(
         &'a self,
         _: &'a ImageRef,
-        _: &'a [ImagePolicy],
+        _: &'a [&'a ImagePolicy],
         _: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         Box::pin(async {
@@ -371,7 +371,7 @@ impl EvidenceSource for RegistryDown {
     fn gather<'a>(
         &'a self,
         image: &'a ImageRef,
-        _: &'a [ImagePolicy],
+        _: &'a [&'a ImagePolicy],
         _: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         Box::pin(async move {
@@ -392,7 +392,7 @@ impl EvidenceSource for AllSigned {
     fn gather<'a>(
         &'a self,
         _: &'a ImageRef,
-        _: &'a [ImagePolicy],
+        _: &'a [&'a ImagePolicy],
         _: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         Box::pin(async {

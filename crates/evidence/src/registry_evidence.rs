@@ -97,7 +97,8 @@ pub struct RegistryEvidence {
     /// lives `unverifiedTtlSeconds`, since new signatures may arrive at any time.
     collected: Cache<String, Arc<signature::Collected>>,
     failures: Cache<String, RegistryError>,
-    authorities: Cache<String, Arc<Authorities>>,
+    /// Keyed by (public-good root generation, policy fingerprint).
+    authorities: Cache<(u64, Arc<str>), Arc<Authorities>>,
     secrets: Cache<String, Arc<Vec<DockerConfig>>>,
 }
 
@@ -375,10 +376,9 @@ impl RegistryEvidence {
         }
         // The public-good root's generation too: a TUF refresh must not be served the
         // authorities compiled against the previous root.
-        let key = format!(
-            "{}\0{}",
+        let key = (
             crate::signature::public_good_generation(),
-            serde_json::to_string(policy).map_err(|err| err.to_string())?
+            policy.fingerprint(),
         );
         self.authorities
             .try_get_with(key, async {
@@ -464,7 +464,7 @@ impl RegistryEvidence {
     async fn gather_evidence(
         &self,
         image: &ImageRef,
-        policies: &[ImagePolicy],
+        policies: &[&ImagePolicy],
         context: &GatherContext,
     ) -> Result<ImageEvidence, EvidenceError> {
         let credential = self.credential(image, context).await?;
@@ -609,7 +609,11 @@ impl moka::Expiry<String, Arc<PolicyVerification>> for VerdictExpiry {
     }
 }
 
-fn bounded<V: Clone + Send + Sync + 'static>(capacity: u64, ttl: Duration) -> Cache<String, V> {
+fn bounded<K, V>(capacity: u64, ttl: Duration) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     Cache::builder()
         .max_capacity(capacity)
         .time_to_live(ttl)
@@ -643,7 +647,7 @@ impl EvidenceSource for RegistryEvidence {
     fn gather<'a>(
         &'a self,
         image: &'a ImageRef,
-        policies: &'a [ImagePolicy],
+        policies: &'a [&'a ImagePolicy],
         context: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         Box::pin(self.gather_evidence(image, policies, context))

@@ -49,12 +49,13 @@ impl GatherContext {
 pub type EvidenceFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ImageEvidence, EvidenceError>> + Send + 'a>>;
 
-/// Gathers evidence for one image under the image policies that matched it.
+/// Gathers evidence for one image under the image policies that matched it (borrowed from
+/// the configuration in force: nothing is copied per review).
 pub trait EvidenceSource: Send + Sync + std::fmt::Debug {
     fn gather<'a>(
         &'a self,
         image: &'a ImageRef,
-        policies: &'a [ImagePolicy],
+        policies: &'a [&'a ImagePolicy],
         context: &'a GatherContext,
     ) -> EvidenceFuture<'a>;
 }
@@ -68,7 +69,7 @@ impl EvidenceSource for NoRegistry {
     fn gather<'a>(
         &'a self,
         _image: &'a ImageRef,
-        _policies: &'a [ImagePolicy],
+        _policies: &'a [&'a ImagePolicy],
         _context: &'a GatherContext,
     ) -> EvidenceFuture<'a> {
         Box::pin(async {

@@ -29,6 +29,28 @@ pub struct ImagePolicy {
     /// Judge whether the base image the image declares has moved since the build.
     #[serde(default)]
     pub base_image_freshness: Option<BaseImageFreshness>,
+    /// This policy as canonical JSON, computed on first use: the evidence caches key compiled
+    /// authorities by it, and a configuration is immutable once loaded, so it is serialised
+    /// once per configuration instead of once per review.
+    #[serde(skip)]
+    fingerprint: PolicyFingerprint,
+}
+
+/// A lazily computed fingerprint that takes no part in equality (it is derived from the
+/// fields that do).
+#[derive(Clone, Default)]
+struct PolicyFingerprint(std::sync::OnceLock<std::sync::Arc<str>>);
+
+impl PartialEq for PolicyFingerprint {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PolicyFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PolicyFingerprint")
+    }
 }
 
 /// `imagePolicies[].baseImageFreshness`.
@@ -217,6 +239,21 @@ pub(super) fn validate_image_policies(policies: &[ImagePolicy], problems: &mut V
 }
 
 impl ImagePolicy {
+    /// The policy as canonical JSON (every field, in declaration order), serialised once.
+    /// Two policies with the same fingerprint demand exactly the same evidence.
+    pub fn fingerprint(&self) -> std::sync::Arc<str> {
+        self.fingerprint
+            .0
+            .get_or_init(|| {
+                // Serialising plain data into a String cannot fail; an empty fingerprint
+                // would only make every such policy share one cache entry, so say what it is.
+                serde_json::to_string(self)
+                    .unwrap_or_else(|err| format!("unserialisable policy {}: {err}", self.name))
+                    .into()
+            })
+            .clone()
+    }
+
     /// Checks of one image policy at `key` (`imagePolicies[i]`), but its name.
     fn validate(&self, key: &str, problems: &mut Vec<Problem>) {
         {
