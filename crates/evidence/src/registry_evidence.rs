@@ -461,6 +461,45 @@ impl RegistryEvidence {
             .map_err(|err| (*err).clone())
     }
 
+    /// One verification per policy with a signature requirement, in policy order; the
+    /// policies' lookups run at once (they share the per-digest caches, so one digest's
+    /// signatures are still read once).
+    async fn verifications(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        policies: &[&ImagePolicy],
+        call: &Call,
+    ) -> Result<Vec<PolicyVerification>, EvidenceError> {
+        let each = policies.iter().map(|policy| async move {
+            let authorities = match self.authorities_of(policy).await {
+                Ok(Some(authorities)) => authorities,
+                Ok(None) => return Ok(None),
+                // A key that cannot be read now is unverifiable: fail closed.
+                Err(reason) => {
+                    return Ok(Some(PolicyVerification {
+                        policy: policy.name.clone(),
+                        signatures: SignatureEvidence::Unavailable { reason },
+                        attestations: Vec::new(),
+                        missing_attestations: Vec::new(),
+                        found: Vec::new(),
+                    }));
+                }
+            };
+            let verification = self
+                .verification(image, digest, &authorities, call)
+                .await?;
+            Ok(Some((*verification).clone()))
+        });
+        let mut verifications = Vec::new();
+        for result in futures_util::future::join_all(each).await {
+            if let Some(verification) = result? {
+                verifications.push(verification);
+            }
+        }
+        Ok(verifications)
+    }
+
     async fn gather_evidence(
         &self,
         image: &ImageRef,
@@ -482,7 +521,14 @@ impl RegistryEvidence {
                 SignatureEvidence::Unverified { reason },
             ));
         };
-        let details = match self.details(image, &digest, &call).await {
+        // The manifest and config (details) and the signatures (verifications) of one digest
+        // do not depend on each other: fetch them at once, then decide as if in sequence (a
+        // missing or failing manifest wins over whatever the signature lookups found).
+        let (details, verified) = futures_util::join!(
+            self.details(image, &digest, &call),
+            self.verifications(image, &digest, policies, &call)
+        );
+        let details = match details {
             Ok(details) => details,
             Err(RegistryError::NotFound { .. }) => {
                 let reason = format!(
@@ -497,28 +543,7 @@ impl RegistryEvidence {
             }
             Err(err) => return Err(Self::registry_error(image, err)),
         };
-        let mut verifications = Vec::new();
-        for policy in policies {
-            let authorities = match self.authorities_of(policy).await {
-                Ok(Some(authorities)) => authorities,
-                Ok(None) => continue,
-                Err(reason) => {
-                    // A key that cannot be read now is unverifiable: fail closed.
-                    verifications.push(PolicyVerification {
-                        policy: policy.name.clone(),
-                        signatures: SignatureEvidence::Unavailable { reason },
-                        attestations: Vec::new(),
-                        missing_attestations: Vec::new(),
-                        found: Vec::new(),
-                    });
-                    continue;
-                }
-            };
-            let verification = self
-                .verification(image, &digest, &authorities, &call)
-                .await?;
-            verifications.push((*verification).clone());
-        }
+        let verifications = verified?;
         let signatures = overall(&verifications);
         let attestations = verifications
             .iter()
