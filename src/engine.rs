@@ -850,3 +850,264 @@ pub fn operation_name(operation: &Operation) -> &'static str {
         Operation::Connect => "CONNECT",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::ContainerKind;
+    use serde_json::{Value, json};
+
+    /// The pod view of a Pod's `spec`.
+    fn pod(spec: Value) -> PodView {
+        workload::extract("", "Pod", &json!({ "spec": spec }))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn app(image: &str) -> Value {
+        json!({"name": "app", "image": image})
+    }
+
+    fn sidecar(image: &str) -> Value {
+        json!({"name": "sidecar", "image": image})
+    }
+
+    fn finding(subject: Subject) -> Finding {
+        Finding {
+            rule: "no-latest-tag".into(),
+            subject,
+            found: "found".into(),
+            fix: "fix".into(),
+            mode: Mode::Enforce,
+        }
+    }
+
+    fn about(name: &str, kind: ContainerKind) -> Finding {
+        finding(Subject::Container {
+            container: name.into(),
+            kind,
+            image: "nginx:1.27".into(),
+        })
+    }
+
+    /// The `(kind, name)` of every site of `new` the scope judges, in pod-spec order.
+    fn judged(scope: &JudgedScope, new: &PodView) -> Vec<(ContainerKind, String)> {
+        new.image_sites()
+            .filter(|site| scope.judges(site.kind, site.name))
+            .map(|site| (site.kind, site.name.to_owned()))
+            .collect()
+    }
+
+    fn site(kind: ContainerKind, name: &str) -> (ContainerKind, String) {
+        (kind, name.to_owned())
+    }
+
+    #[test]
+    fn without_an_old_object_everything_is_judged_and_kept() {
+        let new = pod(json!({"containers": [app("nginx:1.27"), sidecar("envoy:1")]}));
+        let scope = JudgedScope::new(&new, None);
+        assert!(scope.changed.is_none());
+        assert_eq!(judged(&scope, &new).len(), 2);
+        assert!(scope.keeps(&finding(Subject::Pod)));
+        assert!(scope.keeps(&about("app", ContainerKind::Container)));
+    }
+
+    #[test]
+    fn an_update_judges_only_new_or_changed_images() {
+        let old = pod(json!({"containers": [app("nginx:1.26"), sidecar("envoy:1")]}));
+        let new = pod(json!({"containers": [
+            app("nginx:1.27"), sidecar("envoy:1"), {"name": "extra", "image": "redis:7"}]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(
+            judged(&scope, &new),
+            [
+                site(ContainerKind::Container, "app"),
+                site(ContainerKind::Container, "extra"),
+            ]
+        );
+        assert!(!scope.judges(ContainerKind::Container, "sidecar"));
+    }
+
+    #[test]
+    fn an_unchanged_image_is_not_judged_again() {
+        let spec = json!({"containers": [app("nginx:latest")],
+                          "volumes": [{"name": "data", "image": {"reference": "acme/data:1"}}]});
+        let (old, new) = (pod(spec.clone()), pod(spec));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(judged(&scope, &new), []);
+        assert!(!scope.keeps(&about("app", ContainerKind::Container)));
+        assert!(!scope.keeps(&about("data", ContainerKind::ImageVolume)));
+    }
+
+    #[test]
+    fn images_swapped_between_two_containers_are_both_judged() {
+        let old = pod(json!({"containers": [app("nginx:1.27"), sidecar("evil/miner:1")]}));
+        let new = pod(json!({"containers": [app("evil/miner:1"), sidecar("nginx:1.27")]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(
+            judged(&scope, &new),
+            [
+                site(ContainerKind::Container, "app"),
+                site(ContainerKind::Container, "sidecar"),
+            ]
+        );
+    }
+
+    #[test]
+    fn reordering_unchanged_containers_and_volumes_judges_nothing() {
+        let old = pod(json!({
+            "containers": [app("nginx:1.27"), sidecar("envoy:1")],
+            "volumes": [{"name": "scratch", "emptyDir": {}},
+                        {"name": "data", "image": {"reference": "acme/data:1"}}]}));
+        let new = pod(json!({
+            "containers": [sidecar("envoy:1"), app("nginx:1.27")],
+            "volumes": [{"name": "data", "image": {"reference": "acme/data:1"}},
+                        {"name": "scratch", "emptyDir": {}}]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(judged(&scope, &new), []);
+    }
+
+    #[test]
+    fn a_container_whose_security_settings_or_ports_change_is_judged_in_full() {
+        let old = pod(json!({"containers": [app("nginx:1.27"), sidecar("envoy:1")]}));
+        let mut privileged = app("nginx:1.27");
+        privileged["securityContext"] = json!({"privileged": true});
+        let mut ported = sidecar("envoy:1");
+        ported["ports"] = json!([{"containerPort": 80, "hostPort": 80}]);
+        let new = pod(json!({"containers": [privileged, ported]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(judged(&scope, &new).len(), 2);
+    }
+
+    #[test]
+    fn sites_are_matched_by_kind_and_name() {
+        // An init container and a container may share a name; a change to one does not
+        // re-judge the other.
+        let old = pod(json!({"initContainers": [app("busybox:1")],
+                             "containers": [app("nginx:1.27")]}));
+        let new = pod(json!({"initContainers": [app("busybox:2")],
+                             "containers": [app("nginx:1.27")]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(
+            judged(&scope, &new),
+            [site(ContainerKind::InitContainer, "app")]
+        );
+        assert!(scope.keeps(&about("app", ContainerKind::InitContainer)));
+        assert!(!scope.keeps(&about("app", ContainerKind::Container)));
+    }
+
+    #[test]
+    fn an_added_ephemeral_container_is_the_only_site_judged() {
+        let old = pod(json!({"containers": [app("nginx:latest")]}));
+        let new = pod(json!({"containers": [app("nginx:latest")],
+                             "ephemeralContainers": [{"name": "debug", "image": "busybox"}]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(
+            judged(&scope, &new),
+            [site(ContainerKind::EphemeralContainer, "debug")]
+        );
+    }
+
+    #[test]
+    fn an_image_volume_with_a_new_reference_or_pull_policy_is_judged() {
+        let volume = |reference: &str, policy: Option<&str>| {
+            let mut image = json!({"reference": reference});
+            if let Some(policy) = policy {
+                image["pullPolicy"] = json!(policy);
+            }
+            json!({"containers": [app("nginx:1.27")],
+                   "volumes": [{"name": "data", "image": image}]})
+        };
+        let old = pod(volume("acme/data:1", None));
+        for new in [
+            pod(volume("acme/data:2", None)),
+            pod(volume("acme/data:1", Some("Always"))),
+        ] {
+            let scope = JudgedScope::new(&new, Some(&old));
+            assert_eq!(
+                judged(&scope, &new),
+                [site(ContainerKind::ImageVolume, "data")]
+            );
+        }
+    }
+
+    #[test]
+    fn a_removed_container_is_not_judged() {
+        let old = pod(json!({"containers": [app("nginx:1.27"), sidecar("envoy:1")]}));
+        let new = pod(json!({"containers": [app("nginx:1.27")]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(scope.changed.as_deref(), Some(&[][..]));
+        assert!(!scope.judges(ContainerKind::Container, "sidecar"));
+    }
+
+    #[test]
+    fn a_pod_level_change_judges_everything_and_keeps_pod_findings() {
+        let old = pod(json!({"containers": [app("nginx:1.27")]}));
+        for changed in [
+            json!({"hostNetwork": true}),
+            json!({"hostPID": true}),
+            json!({"securityContext": {"runAsUser": 0}}),
+            json!({"securityContext": {"runAsNonRoot": false}}),
+        ] {
+            let mut spec = json!({"containers": [app("nginx:1.27")]});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(changed.as_object().unwrap().clone());
+            let new = pod(spec);
+            let scope = JudgedScope::new(&new, Some(&old));
+            assert!(scope.changed.is_none(), "{changed}");
+            assert_eq!(
+                judged(&scope, &new),
+                [site(ContainerKind::Container, "app")]
+            );
+            assert!(scope.keeps(&finding(Subject::Pod)), "{changed}");
+        }
+    }
+
+    #[test]
+    fn a_scoped_update_drops_pod_level_findings_of_the_builtin_rules() {
+        let old = pod(json!({"hostNetwork": true, "containers": [app("nginx:1.26")]}));
+        let new = pod(json!({"hostNetwork": true, "containers": [app("nginx:1.27")]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert!(!scope.keeps(&finding(Subject::Pod)));
+        assert!(scope.keeps(&about("app", ContainerKind::Container)));
+    }
+
+    #[test]
+    fn a_changed_pull_secret_alone_rejudges_no_image() {
+        // Pull credentials are not pod-level settings the rules judge: scoping stays by site.
+        let old = pod(json!({"containers": [app("nginx:1.27")]}));
+        let new = pod(json!({"imagePullSecrets": [{"name": "regcred"}],
+                             "containers": [app("nginx:1.27")]}));
+        let scope = JudgedScope::new(&new, Some(&old));
+        assert_eq!(judged(&scope, &new), []);
+    }
+
+    #[test]
+    fn a_repeated_site_name_is_detected_per_kind() {
+        assert!(has_repeated_site(&pod(json!({
+            "containers": [app("nginx:1.27"), app("evil/miner:1")]}))));
+        assert!(has_repeated_site(&pod(json!({
+            "containers": [app("nginx:1.27")],
+            "volumes": [{"name": "d", "image": {"reference": "a:1"}},
+                        {"name": "d", "image": {"reference": "b:1"}}]}))));
+        assert!(!has_repeated_site(&pod(json!({
+            "initContainers": [app("busybox:1")],
+            "containers": [app("nginx:1.27")],
+            "ephemeralContainers": [app("busybox:1")],
+            "volumes": [{"name": "app", "image": {"reference": "a:1"}}]}))));
+    }
+
+    #[test]
+    fn a_repeated_site_in_either_object_judges_everything() {
+        let single = pod(json!({"containers": [app("nginx:1.27")]}));
+        // The second `app` would otherwise hide behind the first one's unchanged twin.
+        let repeated = pod(json!({"containers": [app("nginx:1.27"), app("evil/miner:1")]}));
+        let scope = JudgedScope::new(&repeated, Some(&single));
+        assert!(scope.changed.is_none());
+        assert_eq!(judged(&scope, &repeated).len(), 2);
+        let scope = JudgedScope::new(&single, Some(&repeated));
+        assert!(scope.changed.is_none());
+        assert!(scope.keeps(&finding(Subject::Pod)));
+    }
+}

@@ -1368,4 +1368,285 @@ mod tests {
             Some("the certificate has no runnerEnvironment")
         );
     }
+
+    fn identity(issuer: &str, subject: &str) -> CertificateIdentity {
+        CertificateIdentity {
+            subject: subject.into(),
+            issuer: issuer.into(),
+            claims: BTreeMap::new(),
+        }
+    }
+
+    fn exact(issuer: &str, subject: &str) -> KeylessIdentity {
+        KeylessIdentity {
+            issuer: Some(issuer.into()),
+            subject: Some(subject.into()),
+            ..KeylessIdentity::default()
+        }
+    }
+
+    #[test]
+    fn an_exact_identity_matches_only_the_same_subject_and_issuer() {
+        let matcher =
+            keyless_matcher("p", &exact("https://issuer.example", "ci@acme.example")).unwrap();
+        assert_eq!(
+            matcher.mismatch(&identity("https://issuer.example", "ci@acme.example")),
+            None
+        );
+        for (issuer, subject) in [
+            ("https://issuer.example", "CI@acme.example"),
+            ("https://issuer.example", "ci@acme.example.evil"),
+            ("https://issuer.example", "xci@acme.example"),
+            ("https://issuer.example/", "ci@acme.example"),
+            ("https://evil.example", "ci@acme.example"),
+        ] {
+            assert_eq!(
+                matcher.mismatch(&identity(issuer, subject)).as_deref(),
+                Some("subject/issuer"),
+                "{issuer} {subject}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_identity_regexp_must_match_the_whole_value() {
+        let matcher = keyless_matcher(
+            "p",
+            &KeylessIdentity {
+                issuer_regexp: Some(r"https://token\.actions\.githubusercontent\.com".into()),
+                subject_regexp: Some(r"https://github\.com/org/repo/.+@refs/tags/v.*".into()),
+                ..KeylessIdentity::default()
+            },
+        )
+        .unwrap();
+        let issuer = "https://token.actions.githubusercontent.com";
+        assert_eq!(
+            matcher.mismatch(&identity(
+                issuer,
+                "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1"
+            )),
+            None
+        );
+        for (issuer, subject) in [
+            // A prefix before the anchored pattern.
+            (
+                issuer,
+                "evil https://github.com/org/repo/.github/workflows/r.yml@refs/tags/v1",
+            ),
+            // A branch, not a tag.
+            (
+                issuer,
+                "https://github.com/org/repo/.github/workflows/r.yml@refs/heads/main",
+            ),
+            // The issuer with something after it.
+            (
+                "https://token.actions.githubusercontent.com.evil.example",
+                "https://github.com/org/repo/.github/workflows/r.yml@refs/tags/v1",
+            ),
+        ] {
+            assert!(
+                matcher.mismatch(&identity(issuer, subject)).is_some(),
+                "{issuer} {subject}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_alternation_in_an_identity_regexp_stays_anchored() {
+        let matcher = keyless_matcher(
+            "p",
+            &KeylessIdentity {
+                issuer: Some("https://i".into()),
+                subject_regexp: Some("alice@acme.example|bob@acme.example".into()),
+                ..KeylessIdentity::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            matcher.mismatch(&identity("https://i", "bob@acme.example")),
+            None
+        );
+        for subject in ["mallory+bob@acme.example", "alice@acme.example.evil"] {
+            assert!(
+                matcher.mismatch(&identity("https://i", subject)).is_some(),
+                "{subject}"
+            );
+        }
+    }
+
+    #[test]
+    fn exactly_one_of_a_value_or_its_regexp_must_be_given() {
+        let both = KeylessIdentity {
+            subject_regexp: Some(".*".into()),
+            ..exact("https://i", "s")
+        };
+        let err = keyless_matcher("team", &both).unwrap_err().to_string();
+        assert!(err.contains("team"), "{err}");
+        assert!(
+            err.contains("give exactly one of subject or subjectRegExp"),
+            "{err}"
+        );
+        let neither = KeylessIdentity {
+            subject: Some("s".into()),
+            ..KeylessIdentity::default()
+        };
+        let err = keyless_matcher("team", &neither).unwrap_err().to_string();
+        assert!(
+            err.contains("give exactly one of issuer or issuerRegExp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_identity_regexp_is_an_error_naming_the_key() {
+        let bad = KeylessIdentity {
+            issuer: Some("https://i".into()),
+            subject_regexp: Some("(unclosed".into()),
+            ..KeylessIdentity::default()
+        };
+        let err = keyless_matcher("team", &bad).unwrap_err().to_string();
+        assert!(err.contains("subjectRegExp"), "{err}");
+        let bad_claim = KeylessIdentity {
+            build_signer_uri_regexp: Some("[".into()),
+            ..exact("https://i", "s")
+        };
+        let err = keyless_matcher("team", &bad_claim).unwrap_err().to_string();
+        assert!(err.contains("buildSignerUriRegExp"), "{err}");
+    }
+
+    #[test]
+    fn unset_claims_are_not_required_and_exact_claims_match_whole_values() {
+        let matcher = keyless_matcher(
+            "p",
+            &KeylessIdentity {
+                build_trigger: Some("release".into()),
+                ..exact("https://i", "s")
+            },
+        )
+        .unwrap();
+        assert_eq!(matcher.claims.len(), 1, "only the claim given is pinned");
+        let mut certificate = identity("https://i", "s");
+        certificate.claims.insert("buildTrigger", "release".into());
+        certificate
+            .claims
+            .insert("runnerEnvironment", "self-hosted".into());
+        assert_eq!(matcher.mismatch(&certificate), None);
+        certificate
+            .claims
+            .insert("buildTrigger", "release-x".into());
+        assert_eq!(
+            matcher.mismatch(&certificate).as_deref(),
+            Some("buildTrigger is release-x")
+        );
+    }
+
+    #[test]
+    fn a_subject_or_issuer_mismatch_is_reported_before_the_claims() {
+        let matcher = keyless_matcher(
+            "p",
+            &KeylessIdentity {
+                runner_environment: Some("github-hosted".into()),
+                ..exact("https://i", "s")
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            matcher.mismatch(&identity("https://i", "other")).as_deref(),
+            Some("subject/issuer")
+        );
+    }
+
+    #[test]
+    fn a_keyless_identity_is_described_with_its_patterns() {
+        let matcher = keyless_matcher(
+            "p",
+            &KeylessIdentity {
+                issuer: Some("https://i".into()),
+                subject_regexp: Some("ci@.*".into()),
+                source_repository_ref: Some("refs/tags/v1".into()),
+                ..KeylessIdentity::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            matcher.describe(),
+            "issuer=https://i subject=~^(?:ci@.*)$ sourceRepositoryRef=refs/tags/v1"
+        );
+    }
+
+    fn keyless_authorities(mirror_of: &[&str]) -> Authorities {
+        let requirement = SignatureRequirement {
+            keyless: vec![exact("https://issuer.example", "ci@acme.example")],
+            mirror_of: mirror_of.iter().map(|m| (*m).to_owned()).collect(),
+            ..SignatureRequirement::default()
+        };
+        Authorities::from_requirement("team", &requirement).unwrap()
+    }
+
+    #[test]
+    fn a_keyless_policy_describes_and_fixes_with_its_identity() {
+        let authorities = keyless_authorities(&[]);
+        assert_eq!(
+            authorities.describe(),
+            "keyless issuer=https://issuer.example subject=ci@acme.example"
+        );
+        let image = ImageRef::parse("ghcr.io/acme/app:1").unwrap();
+        assert_eq!(
+            authorities.fix(&image, "sha256:ab"),
+            "sign the digest keylessly as ci@acme.example (issuer https://issuer.example): \
+             cosign sign ghcr.io/acme/app@sha256:ab"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_identity_and_mirrors() {
+        let base = keyless_authorities(&[]);
+        assert_eq!(base.fingerprint(), keyless_authorities(&[]).fingerprint());
+        assert_ne!(
+            base.fingerprint(),
+            keyless_authorities(&["ghcr.io/upstream/**"]).fingerprint()
+        );
+        let other = Authorities::from_requirement(
+            "team",
+            &SignatureRequirement {
+                keyless: vec![exact("https://issuer.example", "other@acme.example")],
+                ..SignatureRequirement::default()
+            },
+        )
+        .unwrap();
+        assert_ne!(base.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn a_signed_docker_reference_must_name_the_images_repository() {
+        let authorities = keyless_authorities(&[]);
+        let image = ImageRef::parse("docker.io/acme/app:1.0").unwrap();
+        for signed in [
+            "docker.io/acme/app",
+            "index.docker.io/acme/app",
+            "docker.io/acme/app:2.0",
+            "docker.io/acme/app@sha256:00",
+        ] {
+            assert!(authorities.accepts_reference(&image, signed), "{signed}");
+        }
+        for signed in [
+            "docker.io/acme/other",
+            "docker.io/acme/app/sub",
+            "ghcr.io/acme/app",
+        ] {
+            assert!(!authorities.accepts_reference(&image, signed), "{signed}");
+        }
+    }
+
+    #[test]
+    fn mirror_of_accepts_signatures_made_for_the_upstream_repositories_only() {
+        let authorities = keyless_authorities(&["ghcr.io/upstream/**"]);
+        let mirrored = ImageRef::parse("mirror.example.com/upstream/app:1").unwrap();
+        assert!(authorities.accepts_reference(&mirrored, "ghcr.io/upstream/app"));
+        assert!(authorities.accepts_reference(&mirrored, "mirror.example.com/upstream/app"));
+        assert!(!authorities.accepts_reference(&mirrored, "ghcr.io/elsewhere/app"));
+        assert!(!authorities.accepts_reference(&mirrored, "ghcr.io.evil.example/upstream/app"));
+        // Without mirrorOf, the upstream's signature does not count for the mirror.
+        assert!(!keyless_authorities(&[]).accepts_reference(&mirrored, "ghcr.io/upstream/app"));
+    }
 }
