@@ -493,7 +493,9 @@ impl Policy for SignatureRule {
                         if missing.is_empty() {
                             return None;
                         }
-                        let digest = evidence.and_then(|e| e.digest.clone()).unwrap_or_default();
+                        let digest = evidence
+                            .and_then(|e| e.digest.clone())
+                            .unwrap_or_else(|| "<digest>".into());
                         return Some(finding(
                             rule::SIGNATURE,
                             entry.subject(),

@@ -2,9 +2,12 @@
 //! the findings they return. Pure: no I/O happens here (Rego files are read by
 //! [`rego::RegoBundle::load`] when an engine is built, never on the request path).
 //!
-//! * **Naming.** Built-in rules are named by their rule id (`no-latest-tag`); image policies'
-//!   rules by theirs (`signature`, `vulnerabilities`); a Rego policy by its package without
-//!   `data.` (`k8sdisallowedtags`). The name is the `rule` of every finding the policy returns.
+//! * **Naming.** Built-in rules are named by their rule id (`no-latest-tag`), which is the
+//!   `rule` of every finding they return, as are the lifecycle rules (`image-age`,
+//!   `base-image`, `deprecated-image`). The signature and vulnerability rules are named after
+//!   their image policy; their findings carry the rule that found them (`signature`,
+//!   `vulnerability`, `scan-age`, `scan-missing`). A Rego policy is named by its package
+//!   without `data.` (`k8sdisallowedtags`), the `rule` of its findings.
 //! * **Evaluation order.** Built-in rules first, in the order of [`builtin::from_config`] (the
 //!   table in `docs/configuration.md`), then Rego policies in load order (paths in
 //!   configuration order, files of a folder in path order, packages in first-seen order).
