@@ -4,7 +4,7 @@
 //!
 //! * **Naming.** Built-in rules are named by their rule id (`no-latest-tag`), which is the
 //!   `rule` of every finding they return, as are the lifecycle rules (`image-age`,
-//!   `base-image`, `deprecated-image`). The signature and vulnerability rules are named after
+//!   `base-image-outdated`, `deprecated-image`). The signature and vulnerability rules are named after
 //!   their image policy; their findings carry the rule that found them (`signature`,
 //!   `vulnerability`, `scan-age`, `scan-missing`). A Rego policy is named by its package
 //!   without `data.` (`k8sdisallowedtags`), the `rule` of its findings.
