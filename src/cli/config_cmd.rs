@@ -49,6 +49,9 @@ pub(super) fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
         config.image_policies.len(),
         config.trusted_registries.len()
     );
+    for warning in config.warnings() {
+        let _ = writeln!(text, "warning: {warning}");
+    }
     // Expired waivers stay in the file but no longer apply: say so, loudly.
     for exception in engine.expired_exceptions() {
         let _ = writeln!(

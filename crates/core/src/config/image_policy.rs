@@ -395,6 +395,12 @@ fn validate_vulnerabilities(
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+    if vulnerabilities.deny_at_or_above.is_some() && vulnerabilities.max_severity.is_some() {
+        problem(
+            format!("{key}.maxSeverity"),
+            "give only `denyAtOrAbove`: `maxSeverity` is its deprecated alias".into(),
+        );
+    }
     if vulnerabilities.max_listed == 0 {
         problem(format!("{key}.maxListed"), "must be at least 1".into());
     }
@@ -414,5 +420,64 @@ fn validate_vulnerabilities(
                 "must say why the vulnerability is accepted".into(),
             );
         }
+    }
+}
+
+/// Deprecated keys of `imagePolicies` that still work, one sentence each with its key path.
+pub(super) fn deprecation_warnings(policies: &[ImagePolicy], warnings: &mut Vec<String>) {
+    for (i, policy) in policies.iter().enumerate() {
+        if let Some(severity) = policy.vulnerabilities.as_ref().and_then(|v| v.max_severity) {
+            warnings.push(format!(
+                "imagePolicies[{i}].vulnerabilities.maxSeverity is deprecated (it denies at the \
+                 severity it names, it is not the highest allowed): write `denyAtOrAbove: {}`",
+                severity.as_str()
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{LoadedConfig, problem_keys};
+    use crate::scan::Severity;
+
+    fn policy(vulnerabilities: &str) -> String {
+        format!(
+            "imagePolicies:\n  - name: team\n    images: [\"ghcr.io/acme/**\"]\n    \
+             vulnerabilities: {vulnerabilities}\n"
+        )
+    }
+
+    #[test]
+    fn deny_at_or_above_sets_the_threshold_without_a_warning() {
+        let loaded = LoadedConfig::from_yaml(&policy("{denyAtOrAbove: HIGH}"), "t").unwrap();
+        let settings = loaded.config.image_policies[0].vulnerabilities.clone();
+        assert_eq!(settings.and_then(|v| v.threshold()), Some(Severity::High));
+        assert_eq!(loaded.config.warnings(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn max_severity_still_works_as_a_deprecated_alias_and_warns() {
+        let loaded = LoadedConfig::from_yaml(&policy("{maxSeverity: CRITICAL}"), "t").unwrap();
+        let settings = loaded.config.image_policies[0].vulnerabilities.clone();
+        assert_eq!(
+            settings.and_then(|v| v.threshold()),
+            Some(Severity::Critical)
+        );
+        assert_eq!(
+            loaded.config.warnings(),
+            [
+                "imagePolicies[0].vulnerabilities.maxSeverity is deprecated (it denies at the \
+              severity it names, it is not the highest allowed): write `denyAtOrAbove: CRITICAL`"
+            ]
+        );
+    }
+
+    #[test]
+    fn both_severity_keys_at_once_are_a_validation_error() {
+        assert_eq!(
+            problem_keys(&policy("{denyAtOrAbove: HIGH, maxSeverity: HIGH}")),
+            ["imagePolicies[0].vulnerabilities.maxSeverity"]
+        );
     }
 }

@@ -307,6 +307,14 @@ impl Config {
         self.policies.validate(&mut problems);
         problems
     }
+
+    /// Deprecated keys that still work, each a sentence naming its key path and the key to
+    /// write instead (`config validate` prints them as `warning: …` lines).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        image_policy::deprecation_warnings(&self.image_policies, &mut warnings);
+        warnings
+    }
 }
 
 /// The key paths of the problems `yaml` has, in report order (tests of every section).

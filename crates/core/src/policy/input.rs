@@ -271,6 +271,7 @@ mod tests {
             digest: "sha256:abc".into(),
             scanned_at: OffsetDateTime::UNIX_EPOCH,
             source: "trivy".into(),
+            matched_tag: None,
             vulnerabilities: vec![Vulnerability {
                 id: "CVE-1".into(),
                 package: "openssl".into(),

@@ -86,6 +86,7 @@ pub fn report_from_vuln_predicate(
         digest: digest.to_owned(),
         scanned_at,
         source: format!("cosign vuln attestation signed by {signer} ({scanner})"),
+        matched_tag: None,
         vulnerabilities,
     })
 }

@@ -8,7 +8,7 @@
 pub mod attestation;
 pub mod trivy;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,32 +84,105 @@ pub struct ScanReport {
     /// When the scan ran.
     #[serde(with = "time::serde::rfc3339")]
     pub scanned_at: OffsetDateTime,
-    /// `trivy 0.x report /path/file.json` and the like, for messages.
+    /// Which report this is, for messages: `trivy report /path/file.json (image)`,
+    /// `VulnerabilityReport namespace/name (Trivy 0.x)`, `cosign vuln attestation signed by …`.
     pub source: String,
+    /// Set when the report names no digest and is filed under this normalised
+    /// `registry/repository:tag` instead (a Trivy Operator report without
+    /// `artifact.digest`): a weaker match, because the tag may have moved since the scan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_tag: Option<String>,
     pub vulnerabilities: Vec<Vulnerability>,
 }
 
+/// One vulnerability id with every package it affects: a CVE found in `libssl3` and
+/// `libcrypto3` is one advisory with two packages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advisory<'a> {
+    pub id: &'a str,
+    /// The highest severity any of its entries gives (scanners rate per package source).
+    pub severity: Severity,
+    /// One entry per distinct package and installed version (an entry with a fixed version
+    /// preferred), sorted by package then version.
+    pub packages: Vec<&'a Vulnerability>,
+}
+
+impl Advisory<'_> {
+    /// True when at least one affected package has a fixed version.
+    pub fn is_fixable(&self) -> bool {
+        self.packages.iter().any(|v| v.is_fixable())
+    }
+}
+
 impl ScanReport {
-    /// Counts by severity, for policies and annotations.
-    pub fn summary(&self) -> ScanSummary {
-        let mut counts: HashMap<Severity, usize> = HashMap::new();
+    /// The report's vulnerabilities grouped by id, sorted by id: each id once, at the highest
+    /// severity any entry gives it, with its distinct packages. The same id and package in
+    /// several targets (or listed twice) is one package entry.
+    pub fn advisories(&self) -> Vec<Advisory<'_>> {
+        let mut by_id: BTreeMap<&str, Advisory<'_>> = BTreeMap::new();
         for v in &self.vulnerabilities {
-            *counts.entry(v.severity).or_default() += 1;
+            let advisory = by_id.entry(v.id.as_str()).or_insert_with(|| Advisory {
+                id: v.id.as_str(),
+                severity: v.severity,
+                packages: Vec::new(),
+            });
+            advisory.severity = advisory.severity.max(v.severity);
+            match advisory
+                .packages
+                .iter_mut()
+                .find(|p| p.package == v.package && p.installed_version == v.installed_version)
+            {
+                Some(known) => {
+                    if !known.is_fixable() && v.is_fixable() {
+                        *known = v;
+                    }
+                }
+                None => advisory.packages.push(v),
+            }
+        }
+        by_id
+            .into_values()
+            .map(|mut advisory| {
+                advisory.packages.sort_by(|a, b| {
+                    (a.package.as_str(), a.installed_version.as_str())
+                        .cmp(&(b.package.as_str(), b.installed_version.as_str()))
+                });
+                advisory
+            })
+            .collect()
+    }
+
+    /// What the report is and how it was matched, for messages and summaries:
+    /// the source, and for a report matched by tag, that it was and that the tag may have
+    /// moved since the scan.
+    pub fn describe(&self) -> String {
+        match &self.matched_tag {
+            None => self.source.clone(),
+            Some(tag) => format!(
+                "{}, matched by tag {tag}, not by digest: the tag may have moved since the scan",
+                self.source
+            ),
+        }
+    }
+
+    /// Counts by severity, for policies and annotations: each vulnerability id once, at its
+    /// highest severity, however many packages it affects.
+    pub fn summary(&self) -> ScanSummary {
+        let advisories = self.advisories();
+        let mut counts: HashMap<Severity, usize> = HashMap::new();
+        for advisory in &advisories {
+            *counts.entry(advisory.severity).or_default() += 1;
         }
         let count = |s| counts.get(&s).copied().unwrap_or(0);
         ScanSummary {
             scanned_at: self.scanned_at,
-            source: self.source.clone(),
+            source: self.describe(),
             critical: count(Severity::Critical),
             high: count(Severity::High),
             medium: count(Severity::Medium),
             low: count(Severity::Low),
             unknown: count(Severity::Unknown),
-            fixable: self
-                .vulnerabilities
-                .iter()
-                .filter(|v| v.is_fixable())
-                .count(),
+            fixable: advisories.iter().filter(|a| a.is_fixable()).count(),
         }
     }
 }
@@ -224,8 +297,93 @@ mod tests {
             scanned_at: OffsetDateTime::from_unix_timestamp(at)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             source: source.into(),
+            matched_tag: None,
             vulnerabilities: Vec::new(),
         })
+    }
+
+    fn vuln(id: &str, package: &str, severity: Severity, fixed: &str) -> Vulnerability {
+        Vulnerability {
+            id: id.into(),
+            package: package.into(),
+            installed_version: "1.0".into(),
+            fixed_version: fixed.into(),
+            severity,
+            target: "alpine 3.20".into(),
+            title: String::new(),
+        }
+    }
+
+    fn with(vulnerabilities: Vec<Vulnerability>) -> ScanReport {
+        ScanReport {
+            vulnerabilities,
+            ..(*report(0, "trivy report r.json")).clone()
+        }
+    }
+
+    #[test]
+    fn advisories_group_one_id_over_its_packages_at_its_highest_severity() {
+        let mut other_target = vuln("CVE-1", "libssl3", Severity::High, "2");
+        other_target.target = "usr/lib".into();
+        let scan = with(vec![
+            vuln("CVE-1", "libssl3", Severity::High, "2"),
+            vuln("CVE-2", "zlib", Severity::Low, ""),
+            vuln("CVE-1", "libcrypto3", Severity::Critical, ""),
+            other_target,
+            vuln("CVE-1", "libcrypto3", Severity::Medium, "2"),
+        ]);
+        let advisories = scan.advisories();
+        let ids: Vec<&str> = advisories.iter().map(|a| a.id).collect();
+        assert_eq!(ids, ["CVE-1", "CVE-2"]);
+        let cve = &advisories[0];
+        assert_eq!(
+            cve.severity,
+            Severity::Critical,
+            "the highest of its entries"
+        );
+        let packages: Vec<(&str, &str)> = cve
+            .packages
+            .iter()
+            .map(|v| (v.package.as_str(), v.fixed_version.as_str()))
+            .collect();
+        assert_eq!(
+            packages,
+            [("libcrypto3", "2"), ("libssl3", "2")],
+            "one entry per package, the one with a fix preferred"
+        );
+        assert!(cve.is_fixable());
+        assert!(!advisories[1].is_fixable());
+    }
+
+    #[test]
+    fn the_summary_counts_each_id_once_at_its_highest_severity() {
+        let scan = with(vec![
+            vuln("CVE-1", "libssl3", Severity::High, "2"),
+            vuln("CVE-1", "libcrypto3", Severity::Critical, "2"),
+            vuln("CVE-2", "zlib", Severity::High, ""),
+        ]);
+        let summary = scan.summary();
+        assert_eq!(
+            (summary.critical, summary.high, summary.fixable),
+            (1, 1, 1),
+            "{summary:?}"
+        );
+    }
+
+    #[test]
+    fn a_report_matched_by_tag_says_so_in_its_description() {
+        let by_digest = with(vec![]);
+        assert_eq!(by_digest.describe(), "trivy report r.json");
+        let by_tag = ScanReport {
+            matched_tag: Some("docker.io/library/nginx:1.16".into()),
+            ..by_digest
+        };
+        assert_eq!(
+            by_tag.describe(),
+            "trivy report r.json, matched by tag docker.io/library/nginx:1.16, not by digest: \
+             the tag may have moved since the scan"
+        );
+        assert_eq!(by_tag.summary().source, by_tag.describe());
     }
 
     #[test]

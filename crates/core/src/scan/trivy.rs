@@ -113,6 +113,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<ScanReport>, TrivyError> {
             digest,
             scanned_at,
             source: source.clone(),
+            matched_tag: None,
             vulnerabilities: vulnerabilities.clone(),
         })
         .collect())

@@ -4,8 +4,9 @@
 //! The operator writes one report per workload and container, and `report.artifact.digest` can
 //! be missing (older operator versions, images referenced by tag only). portcullis prefers the
 //! digest; a report without one is indexed by its normalised `registry/repository:tag` and used
-//! only as a fallback when no report names the digest (its source then says "matched by tag",
-//! because the tag may have moved since the scan).
+//! only as a fallback when no report names the digest (its `matched_tag` is set, and its
+//! description and findings say "matched by tag", because the tag may have moved since the
+//! scan).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -146,11 +147,11 @@ pub fn parse(object: &DynamicObject) -> Result<(ReportKey, ScanReport), Operator
     } else {
         return Err(OperatorError::NoArtifact { name });
     };
-    let (digest, how) = match &key {
-        ReportKey::Digest(digest) => (digest.clone(), String::new()),
+    let (digest, matched_tag) = match &key {
+        ReportKey::Digest(digest) => (digest.clone(), None),
         ReportKey::Tag(tag) => (
             format!("{tag} (no digest in the report)"),
-            ", matched by tag: the tag may have moved since the scan".to_owned(),
+            Some(tag.clone()),
         ),
     };
     let vulnerabilities = report
@@ -172,9 +173,10 @@ pub fn parse(object: &DynamicObject) -> Result<(ReportKey, ScanReport), Operator
             digest,
             scanned_at,
             source: format!(
-                "VulnerabilityReport {name} ({} {}{how})",
+                "VulnerabilityReport {name} ({} {})",
                 report.scanner.name, report.scanner.version
             ),
+            matched_tag,
             vulnerabilities,
         },
     ))
