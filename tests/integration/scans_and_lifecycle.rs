@@ -122,14 +122,19 @@ async fn vulnerabilities_at_or_above_the_threshold_deny_listing_the_worst_with_t
     let response = judge(engine_at(POLICY, dir.path(), "2026-11-25"), VULNERABLE).await;
     assert_eq!(response["allowed"], false);
     let message = message(&response);
+    let expected = format!(
+        "rule vulnerability: 3 vulnerabilities at or above HIGH: \
+         CVE-2024-0727 (CRITICAL) in libcrypto3 3.1.4-r2 (fixed in 3.1.4-r4); \
+         CVE-2024-4068 (HIGH) in braces 3.0.2 (fixed in 3.0.3); \
+         CVE-2023-42363 (HIGH) in busybox 1.36.1-r15 (no fix yet); \
+         report: trivy report {} (127.0.0.1:5000/team/app:1.0) for \
+         sha256:1111111111111111111111111111111111111111111111111111111111111111, \
+         scanned 2026-11-20 (4d 15h ago)",
+        dir.path().join("app-vulnerable.json").display()
+    );
     assert!(
-        message.contains(
-            "rule vulnerability: 3 vulnerabilities at or above HIGH in sha256:1111111111111111111111111111111111111111111111111111111111111111 \
-             (scanned 2026-11-20): CRITICAL CVE-2024-0727 in libcrypto3 3.1.4-r2 (fixed in 3.1.4-r4), \
-             HIGH CVE-2024-4068 in braces 3.0.2 (fixed in 3.0.3), \
-             HIGH CVE-2023-42363 in busybox 1.36.1-r15 (no fix yet)"
-        ),
-        "{message}"
+        message.contains(&expected),
+        "{message}\nexpected: {expected}"
     );
     assert!(
         message.contains("fix: upgrade libcrypto3 to 3.1.4-r4, braces to 3.0.3 and rebuild"),
@@ -139,7 +144,7 @@ async fn vulnerabilities_at_or_above_the_threshold_deny_listing_the_worst_with_t
 
 #[rstest]
 #[case::fixable_only("      fixableOnly: true\n", "2 vulnerabilities")]
-#[case::bounded_list("      maxListed: 1\n", ", and 2 more")]
+#[case::bounded_list("      maxListed: 1\n", "; and 2 more; report: ")]
 #[case::active_ignore(
     "      ignore:\n        - {id: CVE-2024-0727, reason: \"not reachable\", expires: \"2027-01-01\"}\n",
     "2 vulnerabilities"
@@ -182,10 +187,16 @@ async fn a_stale_scan_requires_a_rescan() {
     assert_eq!(response["allowed"], false);
     let message = message(&response);
     assert!(
-        message.contains("rule scan-age: the newest scan of sha256:2222"),
+        message.contains(
+            "rule scan-age: scanned 8d ago, older than maxScanAge 7d of imagePolicy \"team-images\"; \
+             report: trivy report "
+        ),
         "{message}"
     );
-    assert!(message.contains("is 8 days old"), "{message}");
+    assert!(
+        message.contains("clean.json (127.0.0.1:5000/team/clean:2.0) for sha256:2222"),
+        "{message}"
+    );
     assert!(
         message.contains("fix: rescan required: trivy image"),
         "{message}"

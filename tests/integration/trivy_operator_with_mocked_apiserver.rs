@@ -103,10 +103,14 @@ fn a_report_without_a_digest_is_filed_under_its_normalised_tag() {
     assert_eq!(report.vulnerabilities[0].package, "libssl3");
     let (key, report) = parse(&objects[1]).unwrap();
     assert_eq!(key, ReportKey::Tag("docker.io/library/nginx:1.16".into()));
+    assert_eq!(
+        report.matched_tag.as_deref(),
+        Some("docker.io/library/nginx:1.16")
+    );
     assert!(
-        report.source.contains("matched by tag"),
+        report.describe().contains("matched by tag"),
         "{}",
-        report.source
+        report.describe()
     );
     let broken = parse(&objects[2]);
     assert!(broken.is_err(), "a report without an artifact is refused");
@@ -145,7 +149,18 @@ async fn the_engine_falls_back_to_a_tag_report_only_without_a_digest_report() {
     let (_, answer) = common::post(&webhook, serde_json::to_vec(&review).unwrap(), "").await;
     let message = answer["response"]["status"]["message"].as_str().unwrap();
     assert!(
-        message.contains("rule vulnerability: 1 vulnerability at or above HIGH in docker.io/library/nginx:1.16 (no digest in the report)"),
+        message.contains("rule vulnerability: 1 vulnerability at or above HIGH: "),
+        "{message}"
+    );
+    assert!(
+        message
+            .contains("report: VulnerabilityReport shop/replicaset-legacy-7f9c8d7b5-nginx (Trivy "),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "matched by tag docker.io/library/nginx:1.16, not by digest: the tag may have moved since the scan"
+        ),
         "{message}"
     );
 }
