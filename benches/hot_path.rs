@@ -280,14 +280,20 @@ async fn push_many(registry: &Registry, key: &Arc<IndependentKey>, count: usize)
         });
     }
     let pushed = futures_util::future::join_all(tasks).await;
+    // The first through the test-support signer (it also stores the signature manifests'
+    // shared empty config blob), the rest by hand: two blob requests and one manifest each.
     let mut images = Vec::with_capacity(count);
     let mut signing = Vec::new();
-    for (digest, key, host) in pushed {
+    for (index, (digest, key, host)) in pushed.into_iter().enumerate() {
         images.push(format!("{host}/{MANY}@{digest}"));
-        let semaphore = semaphore.clone();
+        if index == 0 {
+            sign(registry, &key, MANY, &digest).await;
+            continue;
+        }
+        let (http, semaphore) = (http.clone(), semaphore.clone());
         signing.push(async move {
             let _slot = semaphore.acquire().await.unwrap();
-            sign(registry, &key, MANY, &digest).await;
+            push_signature(&http, &host, &key, &digest).await;
         });
     }
     futures_util::future::join_all(signing).await;
@@ -296,6 +302,55 @@ async fn push_many(registry: &Registry, key: &Arc<IndependentKey>, count: usize)
         started.elapsed().as_secs_f64()
     );
     images
+}
+
+/// A classic Cosign signature of `MANY@digest` (the `.sig` tag: one simple-signing layer
+/// carrying its signature in an annotation, Cosign's layout), pushed with plain HTTP requests
+/// so that thousands take seconds. The empty config blob must already be stored.
+async fn push_signature(http: &reqwest::Client, host: &str, key: &IndependentKey, digest: &str) {
+    let payload = simple_signing_payload(&format!("{host}/{MANY}"), digest);
+    let signature = key.sign_base64(&payload);
+    let layer_digest = format!("sha256:{}", hex::encode(Sha256::digest(&payload)));
+    let started = http
+        .post(format!("http://{host}/v2/{MANY}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202, "start a blob upload");
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{host}{location}")
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let uploaded = http
+        .put(format!("{location}{separator}digest={layer_digest}"))
+        .header("Content-Type", "application/octet-stream")
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201, "finish the blob upload");
+    let empty_config = format!("sha256:{}", hex::encode(Sha256::digest(b"{}")));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": empty_config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": layer_digest, "size": payload.len(),
+                    "annotations": {"dev.cosignproject.cosign/signature": signature}}]
+    });
+    let tag = format!("{}.sig", digest.replace(':', "-"));
+    let put = http
+        .put(format!("http://{host}/v2/{MANY}/manifests/{tag}"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "PUT signature manifest: {}", put.status());
 }
 
 fn config_yaml(setup: &Registered, rego: bool) -> String {
@@ -331,7 +386,6 @@ fn start(yaml: &str) -> (ServeChild, Duration) {
         .config_yaml(yaml)
         .arg("--shutdown-delay-seconds")
         .arg("0")
-        .env("PORTCULLIS_LOG", "warn,rustls=error")
         .spawn();
     (child, started.elapsed())
 }
@@ -523,7 +577,9 @@ async fn run(seconds: u64, connections: u64, digests: usize) {
         &post(&client, &url, ignored.clone()).await,
         "the ignored kind",
     );
+    eprintln!("(c) ignored kind: wrk against pid {}", serve.pid());
     let ignored_run = wrk(&serve, &ignored, seconds, connections);
+    eprintln!("(a) warm Pod: wrk against pid {}", serve.pid());
     let warm_run = wrk(&serve, &warm_pod, seconds, connections);
     let half = at_rate(
         &serve,
@@ -587,6 +643,7 @@ async fn run(seconds: u64, connections: u64, digests: usize) {
         &post(&rego_client, &rego_url, warm_pod.clone()).await,
         "the warm Pod under Rego",
     );
+    eprintln!("(b) warm Pod under Rego: wrk against pid {}", rego_serve.pid());
     let rego_run = wrk(&rego_serve, &warm_pod, seconds, connections);
     drop(rego_serve);
 

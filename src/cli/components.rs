@@ -123,6 +123,11 @@ impl Components {
         {
             return Err(CliError::RejudgeCluster(why.clone()));
         }
+        // Every engine built (start, reload, `check`, `review`, `audit`) says which deprecated
+        // keys its configuration still uses; `config validate` prints the same list.
+        for warning in loaded.config.warnings() {
+            tracing::warn!(origin = %loaded.origin, "{warning}");
+        }
         let scans = self.scan_source(&loaded.config.scans)?;
         let (evidence, trust) = self.evidence_source(&loaded.config)?;
         Ok(Engine::new(loaded, evidence)?

@@ -384,3 +384,36 @@ fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         "an escape sequence in piped logs: {logs:?}"
     );
 }
+
+#[test]
+fn a_deprecated_key_is_a_warning_from_config_validate_and_from_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "imagePolicies:\n  - name: team\n    images: [\"registry.example.com/**\"]\n    \
+         vulnerabilities: {maxSeverity: HIGH, missingScan: warn}\n",
+    )
+    .unwrap();
+    let config = path.display().to_string();
+    let validate = run(&["config", "validate", &config]);
+    assert_eq!(validate.status.code(), Some(0), "{}", stderr(&validate));
+    let printed = stdout(&validate);
+    assert!(
+        printed.contains("warning: imagePolicies[0].vulnerabilities.maxSeverity is deprecated")
+            && printed.contains("denyAtOrAbove: HIGH"),
+        "{printed}"
+    );
+    // Every engine built from it says so on stderr (check, review, serve, reloads).
+    let check = run(&[
+        "check",
+        "--config",
+        &config,
+        &data("manifests/compliant.yaml"),
+    ]);
+    let logged = stderr(&check);
+    assert!(
+        logged.contains("maxSeverity is deprecated") && logged.contains("denyAtOrAbove: HIGH"),
+        "{logged}"
+    );
+}
