@@ -114,25 +114,25 @@ fn close_string(text: &str, start: usize, end: usize) -> usize {
     let Some(inside) = text.get(start..end) else {
         return end;
     };
-    let mut quotes = 0usize;
-    let mut backquotes = 0usize;
+    let mut in_string = false;
+    let mut in_raw_string = false;
     let mut escaped = false;
     for c in inside.chars() {
         match c {
-            '\\' if !escaped => {
+            '\\' if in_string && !escaped => {
                 escaped = true;
                 continue;
             }
-            '"' if !escaped && backquotes % 2 == 0 => quotes += 1,
-            '`' if quotes % 2 == 0 => backquotes += 1,
+            '"' if !escaped && !in_raw_string => in_string = !in_string,
+            '`' if !in_string => in_raw_string = !in_raw_string,
             _ => {}
         }
         escaped = false;
     }
     let next = text.get(end..).and_then(|rest| rest.chars().next());
     match next {
-        Some('"') if quotes % 2 == 1 => end + 1,
-        Some('`') if backquotes % 2 == 1 => end + 1,
+        Some('"') if in_string => end + 1,
+        Some('`') if in_raw_string => end + 1,
         _ => end,
     }
 }
