@@ -568,8 +568,10 @@ impl Engine {
         findings.retain(|f| scope.keeps(f));
         if !self.document_policies.is_empty() {
             // Never judge a policy on a missing review (it would find nothing): fail closed.
-            let review = match serde_json::to_value(request) {
-                Ok(review) => review,
+            // The request goes straight into Rego's own value type, with no JSON copy.
+            let document = match crate::policy::rego::input_document(request, &subject.images, now)
+            {
+                Ok(document) => document,
                 Err(err) => {
                     let reason = format!("cannot build the policy input: {err}");
                     return Verdict::on_error(
@@ -581,7 +583,7 @@ impl Engine {
                 }
             };
             let owned = OwnedInput {
-                document: InputDocument::new(review, &subject.images, now),
+                document,
                 subject: subject.clone(),
                 now,
             };

@@ -49,7 +49,7 @@ pub mod evidence {
 /// document (`portcullis_core::policy`), and Rego (`portcullis_rego`).
 pub mod policy {
     pub use portcullis_core::policy::*;
-    pub use portcullis_rego::{policy_test, rego};
+    pub use portcullis_rego::{policy_test, rego, value};
 }
 
 /// Scans: the report model and `ScanSource` (`portcullis_core::scan`) and the sources that

@@ -60,11 +60,15 @@ violation contains {"msg": msg, "details": {"container": c.name, "fix": fix}} if
 	msg := sprintf("container %q may run as root: neither runAsNonRoot nor runAsUser is set and the image's USER is unknown", [c.name])
 }
 
-# Nothing in the pod spec keeps the container from running as the image's user.
+# Nothing in the pod spec keeps the container from running as the image's user. (Not
+# `not setting(c, "runAsNonRoot") == true`: OPA moves the call out of the negation, so the
+# body would fail whenever runAsNonRoot is unset; docs/writing-policies.md.)
 open_to_root(c) if {
-	not setting(c, "runAsNonRoot") == true
+	not non_root(c)
 	not has_user(c)
 }
+
+non_root(c) if setting(c, "runAsNonRoot") == true
 
 has_user(c) if setting(c, "runAsUser") != null
 

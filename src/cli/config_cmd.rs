@@ -39,6 +39,9 @@ pub(super) fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
                 package.rules.join(", ")
             );
         }
+        for warning in unjudged_match_kinds(config) {
+            let _ = writeln!(text, "warning: {warning}");
+        }
     }
     let _ = writeln!(
         text,
@@ -86,4 +89,31 @@ pub(super) fn validate(file: Option<&Path>) -> Result<ExitCode, CliError> {
         .write_all(text.as_bytes())
         .map_err(CliError::Output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `match.kinds` entries of Rego policies that name a kind portcullis never evaluates: only
+/// pod-bearing kinds (the built-in ones and `workloads.custom[]`) reach policies, so such an
+/// entry matches nothing (a Gatekeeper constraint written for `Service` or `Namespace`, say).
+fn unjudged_match_kinds(config: &crate::config::Config) -> Vec<String> {
+    let judged = |kind: &str| {
+        ["", "apps", "batch"]
+            .iter()
+            .any(|group| crate::workload::pod_spec_path(group, kind).is_some())
+            || config.workloads.custom.iter().any(|c| c.kind == kind)
+    };
+    let mut warnings = Vec::new();
+    for (index, policy) in config.policies.rego.policies.iter().enumerate() {
+        for (at, kind) in policy.matches.kinds.iter().enumerate() {
+            if !judged(kind) {
+                warnings.push(format!(
+                    "policies.rego.policies[{index}].match.kinds[{at}]: policy {} matches kind {kind:?}, \
+                     which portcullis never evaluates (only kinds that carry pods reach policies: \
+                     Pod, PodTemplate, ReplicationController, ReplicaSet, Deployment, StatefulSet, \
+                     DaemonSet, Job, CronJob and workloads.custom[] kinds)",
+                    policy.package
+                ));
+            }
+        }
+    }
+    warnings
 }

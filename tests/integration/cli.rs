@@ -196,6 +196,39 @@ fn config_validate_names_the_key_path_of_every_problem() {
 }
 
 #[test]
+fn config_validate_warns_when_a_rego_policy_matches_a_kind_portcullis_never_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("labels.rego"),
+        "package k8srequiredlabels\nviolation[msg] { false; msg := \"x\" }\n",
+    )
+    .unwrap();
+    let path = dir.path().join("config.yaml");
+    let config = format!(
+        "workloads:\n  custom:\n    - {{group: argoproj.io, kind: Rollout, resource: rollouts, podSpecPath: spec.template.spec}}\n\
+         policies:\n  rego:\n    paths: [{:?}]\n    policies:\n      - package: k8srequiredlabels\n        match:\n          kinds: [Deployment, Service, Rollout, Namespace]\n",
+        dir.path().display().to_string()
+    );
+    std::fs::write(&path, config).unwrap();
+    let output = run(&["config", "validate", &path.display().to_string()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{text}");
+    assert!(
+        warnings[0].contains("policies.rego.policies[0].match.kinds[1]")
+            && warnings[0].contains("\"Service\""),
+        "{text}"
+    );
+    assert!(warnings[1].contains("\"Namespace\""), "{text}");
+    // Pod-bearing kinds, built in or custom, draw no warning.
+    assert!(
+        !text.contains("\"Deployment\"") && !text.contains("\"Rollout\""),
+        "{text}"
+    );
+}
+
+#[test]
 fn an_empty_configuration_is_refused_by_config_validate_and_serve() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");

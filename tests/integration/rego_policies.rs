@@ -606,3 +606,42 @@ async fn a_burst_of_reviews_queues_for_policy_slots_and_every_one_gets_its_own_v
         }
     }
 }
+
+#[test]
+fn the_rego_input_document_is_the_request_exactly_as_through_json() {
+    // A real AdmissionRequest as the server parses it, with an UPDATE's oldObject, userInfo
+    // extras, a dry run and odd JSON (floats, nulls, nested arrays) in the object.
+    let mut object = pod(
+        "app",
+        json!({"owner": "team-a"}),
+        json!([{"name": "web", "image": "nginx:1.27", "resources": {"limits": {"cpu": 0.5}},
+                "args": [null, ["x"], {"y": 1e3}]}]),
+    );
+    object["metadata"]["annotations"] = json!({"a": "b"});
+    let mut body: Value =
+        serde_json::from_slice(&create_review("", "Pod", "pods", object.clone())).unwrap();
+    body["request"]["operation"] = json!("UPDATE");
+    body["request"]["oldObject"] = object;
+    body["request"]["dryRun"] = json!(true);
+    body["request"]["userInfo"] = json!({"username": "u", "groups": ["g"], "extra": {"k": ["v"]}});
+    let request = admission::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+    let now = time::OffsetDateTime::UNIX_EPOCH;
+    let direct = portcullis::policy::rego::input_document(&request, &[], now).unwrap();
+    let direct = direct
+        .engine_form(
+            |_| -> Result<regorus::Value, portcullis::policy::value::ValueError> {
+                unreachable!("built with the document")
+            },
+        )
+        .cloned()
+        .unwrap()
+        .unwrap();
+    let json = portcullis::policy::input::InputDocument::new(
+        serde_json::to_value(&request).unwrap(),
+        &[],
+        now,
+    );
+    let through_json = regorus::Value::from(Value::Object(json.base().clone()));
+    assert_eq!(direct, through_json);
+    assert_eq!(direct.to_string(), through_json.to_string());
+}

@@ -25,7 +25,10 @@ use sha2::{Digest, Sha256};
 use portcullis_core::config::{Config, Mode, PolicyMatch, RegoSettings, RegoSyntax};
 use portcullis_core::workload::ContainerKind;
 
+use portcullis_core::policy::input::InputDocument;
 use portcullis_core::policy::{Finding, ImageEntry, Policy, PolicyError, PolicyInput, Subject};
+
+use crate::value::ValueError;
 
 /// The rules portcullis reads from every policy package.
 pub const RESULT_RULES: [&str; 3] = ["violation", "deny", "warn"];
@@ -159,18 +162,51 @@ impl RegoBundle {
     /// regorus' own work.
     pub fn compile(sources: Vec<RegoSource>, timeout: Duration) -> Result<Self, RegoError> {
         let mut engine = regorus::Engine::new();
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit: timeout,
-            // Work units between clock reads: cheap enough, and fine-grained for loops.
-            check_interval: NonZeroU32::MIN.saturating_add(15),
-        });
+        engine.set_execution_timer_config(timer(timeout));
         add_deprecated_builtins(&mut engine)?;
         let mut files = Vec::new();
         let mut packages: Vec<Package> = Vec::new();
         let mut hasher = Sha256::new();
-        for source in sources {
-            let (package, syntax) = add_source(&mut engine, &source)?;
+        // Each file parsed on its own first (its syntax, package and syntax tree), so negated
+        // calls can be given OPA's meaning before the real engine compiles them.
+        let mut parsed = Vec::with_capacity(sources.len());
+        for source in &sources {
+            let mut scratch = regorus::Engine::new();
+            let (package, syntax) = add_source(&mut scratch, source, &source.text, None)?;
+            let ast = scratch
+                .get_ast_as_json()
+                .map_err(|err| RegoError::Compile(tidy(&err)))?;
+            let ast: Json =
+                serde_json::from_str(&ast).map_err(|err| RegoError::Compile(err.to_string()))?;
+            let module = ast.get(0).cloned().unwrap_or(Json::Null);
             let package = package.strip_prefix("data.").unwrap_or(&package).to_owned();
+            parsed.push((package, syntax, module));
+        }
+        let globals = crate::negation::global_names(
+            &parsed
+                .iter()
+                .map(|(package, _, ast)| crate::negation::Parsed {
+                    package: package.clone(),
+                    ast,
+                })
+                .collect::<Vec<_>>(),
+        );
+        for (source, (package, syntax, module)) in sources.into_iter().zip(parsed) {
+            let none = Default::default();
+            let names = globals.get(&package).unwrap_or(&none);
+            let text = crate::negation::rewrite(&source.text, &module, names);
+            let rewritten = text.is_some();
+            let text = text.as_deref().unwrap_or(&source.text);
+            add_source(&mut engine, &source, text, Some(syntax)).map_err(|err| {
+                if rewritten {
+                    RegoError::Compile(format!(
+                        "{}: cannot give negated calls OPA's meaning: {err}",
+                        source.path
+                    ))
+                } else {
+                    err
+                }
+            })?;
             let digest = portcullis_core::config::identity_of(source.text.as_bytes());
             hasher.update(source.path.as_bytes());
             hasher.update([0]);
@@ -404,6 +440,15 @@ pub fn tidy(err: &impl std::fmt::Display) -> String {
     }
 }
 
+/// The execution limit of every rule evaluation.
+fn timer(limit: Duration) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit,
+        // Work units between clock reads: cheap enough, and fine-grained for loops.
+        check_interval: NonZeroU32::MIN.saturating_add(15),
+    }
+}
+
 fn timeout_of(settings: &RegoSettings) -> Duration {
     settings.timeout_millis
 }
@@ -442,22 +487,26 @@ fn add_deprecated_builtins(engine: &mut regorus::Engine) -> Result<(), RegoError
     Ok(())
 }
 
-/// Adds one file in the syntax it asks for (auto: v1, else v0). Returns its package.
+/// Adds one file (`text`: its contents, possibly rewritten) in the syntax it asks for (auto:
+/// v1, else v0), or in `known` when the syntax was found before. Returns its package.
 fn add_source(
     engine: &mut regorus::Engine,
     source: &RegoSource,
+    text: &str,
+    known: Option<LoadedSyntax>,
 ) -> Result<(String, LoadedSyntax), RegoError> {
     let mut attempt = |syntax: LoadedSyntax| {
         engine.set_rego_v0(syntax == LoadedSyntax::V0);
         engine
-            .add_policy(source.path.clone(), source.text.clone())
+            .add_policy(source.path.clone(), text.to_owned())
             .map(|package| (package, syntax))
             .map_err(|err| tidy(&err))
     };
-    let result = match source.syntax {
-        RegoSyntax::V1 => attempt(LoadedSyntax::V1),
-        RegoSyntax::V0 => attempt(LoadedSyntax::V0),
-        RegoSyntax::Auto => match attempt(LoadedSyntax::V1) {
+    let result = match (known, source.syntax) {
+        (Some(syntax), _) => attempt(syntax),
+        (None, RegoSyntax::V1) => attempt(LoadedSyntax::V1),
+        (None, RegoSyntax::V0) => attempt(LoadedSyntax::V0),
+        (None, RegoSyntax::Auto) => match attempt(LoadedSyntax::V1) {
             Ok(loaded) => Ok(loaded),
             Err(v1) => attempt(LoadedSyntax::V0).map_err(|v0| {
                 // Both failed: the file is broken in either syntax. Say both, v1 first.
@@ -560,6 +609,39 @@ fn results(rule: &str, value: &regorus::Value) -> Result<Vec<(String, Json)>, St
         .collect())
 }
 
+/// The input document of one review for Rego policies, built once: `review` (the
+/// AdmissionRequest, serialized straight into a regorus value, no JSON in between), `images` and
+/// `now`; each policy then only adds its `parameters`. Exactly the document
+/// `InputDocument::new(serde_json::to_value(review)?, images, now)` gives (tests compare both).
+pub fn input_document<T: serde::Serialize + ?Sized>(
+    review: &T,
+    images: &[ImageEntry],
+    now: time::OffsetDateTime,
+) -> Result<InputDocument, ValueError> {
+    // Stored as a result, the type a JSON document converts into lazily (see `evaluate`).
+    InputDocument::in_engine_form(images, now, |base| {
+        shared_parts(base, Some(crate::value::to_value(review)?)).map(Ok::<_, ValueError>)
+    })
+}
+
+/// The shared parts of the document as one regorus object (plus `review` when given).
+fn shared_parts(
+    base: &serde_json::Map<String, Json>,
+    review: Option<regorus::Value>,
+) -> Result<regorus::Value, ValueError> {
+    let mut parts = BTreeMap::new();
+    for (key, value) in base {
+        parts.insert(
+            regorus::Value::from(key.as_str()),
+            crate::value::to_value(value)?,
+        );
+    }
+    if let Some(review) = review {
+        parts.insert(regorus::Value::from("review"), review);
+    }
+    Ok(regorus::Value::from(parts))
+}
+
 /// One Rego package as a [`Policy`].
 #[derive(Debug)]
 pub struct RegoPolicy {
@@ -592,12 +674,22 @@ impl Policy for RegoPolicy {
                 "the input document was not built",
             ));
         };
-        let convert = |base: &serde_json::Map<String, serde_json::Value>| {
-            regorus::Value::from(serde_json::Value::Object(base.clone()))
-        };
-        let mut value = match document.engine_form(convert) {
-            Some(value) => value.clone(),
-            None => convert(document.base()),
+        // Built by `input_document`, or converted here once per review from a JSON document.
+        let form = document.engine_form(|base| shared_parts(base, None));
+        let mut value = match form {
+            Some(Ok(value)) => value.clone(),
+            Some(Err(err)) => {
+                return Err(PolicyError::new(&self.package.name, err.to_string()));
+            }
+            // Another engine's form was stored first: convert here, from the JSON parts.
+            None if document.has_review() => shared_parts(document.base(), None)
+                .map_err(|err| PolicyError::new(&self.package.name, err.to_string()))?,
+            None => {
+                return Err(PolicyError::new(
+                    &self.package.name,
+                    "the input document was built for another policy engine",
+                ));
+            }
         };
         if let Ok(object) = value.as_object_mut() {
             object.insert(regorus::Value::from("parameters"), self.parameters.clone());
@@ -874,6 +966,133 @@ warn contains "always" if true
         std::fs::create_dir_all(root.join("b/deeper/none")).unwrap();
         let err = RegoBundle::load(&settings).unwrap_err().to_string();
         assert!(err.contains("no .rego files found"), "{err}");
+    }
+
+    #[test]
+    fn the_input_document_is_the_one_built_through_json() {
+        #[derive(serde::Serialize)]
+        struct Review {
+            uid: String,
+            operation: String,
+            #[serde(rename = "dryRun")]
+            dry_run: Option<bool>,
+            object: Json,
+        }
+        let review = Review {
+            uid: "u".into(),
+            operation: "CREATE".into(),
+            dry_run: None,
+            object: serde_json::json!({"kind": "Pod", "spec": {"containers": [
+                {"name": "app", "image": "nginx", "ports": [{"containerPort": 80}]}]}}),
+        };
+        let images = [ImageEntry {
+            container: "app".into(),
+            container_kind: ContainerKind::Container,
+            reference: portcullis_core::reference::ImageRef::parse("nginx"),
+            evidence: None,
+            scan: portcullis_core::policy::ScanState::NotRequested,
+            lifecycle: Default::default(),
+        }];
+        let now = time::OffsetDateTime::UNIX_EPOCH;
+        let direct = input_document(&review, &images, now).unwrap();
+        let direct = direct
+            .engine_form(|base| shared_parts(base, None))
+            .unwrap()
+            .clone()
+            .unwrap();
+        let json = InputDocument::new(serde_json::to_value(&review).unwrap(), &images, now);
+        let through_json = regorus::Value::from(Json::Object(json.base().clone()));
+        assert_eq!(direct, through_json);
+        assert_eq!(direct.to_string(), through_json.to_string());
+    }
+
+    /// The Gatekeeper-style example of docs/writing-policies.md ("OPA compatibility").
+    const OWNER: &str = r#"package t
+violation[msg] { not startswith(input.review.object.metadata.labels.owner, "team-"); msg := "x" }
+"#;
+
+    fn labels(bundle: &RegoBundle, labels: Json) -> usize {
+        let doc = serde_json::json!({"review": {"object": {"metadata": {"labels": labels}}}});
+        bundle
+            .evaluate(&bundle.packages()[0], input(doc))
+            .unwrap()
+            .violations
+            .len()
+    }
+
+    #[test]
+    fn a_negated_call_on_an_undefined_reference_fails_the_body_as_in_opa() {
+        let bundle = compile(&[("owner.rego", OWNER)]).unwrap();
+        // No `owner` label: OPA evaluates `input...owner` before the negation, so no violation.
+        assert_eq!(labels(&bundle, serde_json::json!({})), 0);
+        assert_eq!(labels(&bundle, serde_json::json!({"owner": "team-a"})), 0);
+        assert_eq!(labels(&bundle, serde_json::json!({"owner": "someone"})), 1);
+    }
+
+    #[test]
+    fn comparisons_nested_calls_membership_and_computed_indices_are_moved_out_too() {
+        let policy = r#"package portcullis.negations
+import rego.v1
+
+obj := {"a": true}
+rule_value := input.value
+
+deny contains "eq" if not input.x == "a"
+deny contains "nested" if {
+    not count(input.list) > 1
+}
+deny contains "in" if { not "a" in input.list }
+deny contains "index" if { not obj[input.key] }
+deny contains "rule" if { not startswith(rule_value, "v") }
+deny contains "local" if {
+    some y in ["z"]
+    not startswith(y, "a")
+}
+deny contains "with" if {
+    not startswith(input.missing, "a") with input.other as 1
+}
+"#;
+        let bundle = compile(&[("n.rego", policy)]).unwrap();
+        let deny = |doc: Json| -> Vec<String> {
+            let mut found: Vec<String> = bundle
+                .evaluate(&bundle.packages()[0], input(doc))
+                .unwrap()
+                .violations
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect();
+            found.sort();
+            found
+        };
+        // Everything undefined: only the literals without an undefined operand fire, and the
+        // one with `with` keeps regorus' meaning.
+        assert_eq!(deny(serde_json::json!({})), ["local", "with"]);
+        // Everything defined: each negation is judged on its value.
+        assert_eq!(
+            deny(serde_json::json!({"x": "b", "list": ["b"], "key": "b", "value": "w"})),
+            ["eq", "in", "index", "local", "nested", "rule", "with"]
+        );
+        assert_eq!(
+            deny(serde_json::json!({"x": "a", "list": ["a", "b"], "key": "a", "value": "v"})),
+            ["local", "with"]
+        );
+    }
+
+    #[test]
+    fn the_rewrite_keeps_lines_so_errors_point_at_the_written_line() {
+        let policy = r#"package t
+violation[msg] {
+  not startswith(input.a, "x")
+  msg := 1 / 0
+}
+"#;
+        let bundle = compile(&[("lines.rego", policy)]).unwrap();
+        let doc = serde_json::json!({"a": "y"});
+        let err = bundle
+            .evaluate(&bundle.packages()[0], input(doc))
+            .map(|o| format!("{o:?}"))
+            .unwrap_or_else(|e| e.to_string());
+        assert!(err.contains("lines.rego:4"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,31 @@ impl InputDocument {
         }
     }
 
+    /// A document whose `review` exists only in one engine's own value type, so no JSON copy
+    /// of the AdmissionRequest is made: `build` receives the other shared parts (`images`,
+    /// `now`) and returns the engine's whole shared document, which [`Self::engine_form`] then
+    /// hands out. For a process whose document-reading policies all use that engine (Rego
+    /// today); [`Self::base`] has no `review` (see [`Self::has_review`]).
+    pub fn in_engine_form<T: Any + Send + Sync, E>(
+        images: &[ImageEntry],
+        now: OffsetDateTime,
+        build: impl FnOnce(&Map<String, Value>) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        let mut base = Map::new();
+        base.insert("images".into(), images_of(images));
+        base.insert("now".into(), Value::String(rfc3339(now)));
+        let form: Box<dyn Any + Send + Sync> = Box::new(build(&base)?);
+        Ok(Self {
+            base,
+            engine_form: OnceLock::from(form),
+        })
+    }
+
+    /// Whether [`Self::base`] holds `review` (false for [`Self::in_engine_form`]).
+    pub fn has_review(&self) -> bool {
+        self.base.contains_key("review")
+    }
+
     /// The shared parts converted by `convert` into an engine's value type, on first use.
     /// `None` when another type was stored first (two engines in one review: the caller
     /// converts itself).
@@ -392,5 +417,28 @@ mod tests {
         assert_eq!(with["images"][0]["tag"], "1.27");
         assert_eq!(with["now"], "1970-01-01T00:00:00Z");
         assert_eq!(doc.with_parameters(None)["parameters"], json!({}));
+        assert!(doc.has_review());
+    }
+
+    #[test]
+    fn a_document_in_an_engine_form_is_built_once_from_images_and_now() {
+        let doc = InputDocument::in_engine_form(
+            &[entry("nginx:1.27")],
+            OffsetDateTime::UNIX_EPOCH,
+            |base| Ok::<_, ()>(format!("{}|{}", base["now"], base["images"][0]["tag"])),
+        )
+        .unwrap();
+        assert!(!doc.has_review());
+        let form = doc.engine_form(|_| -> String { unreachable!("already built") });
+        assert_eq!(
+            form.map(String::as_str),
+            Some("\"1970-01-01T00:00:00Z\"|\"1.27\"")
+        );
+        // Another engine's type: not this document's form.
+        assert!(doc.engine_form(|_| 1u8).is_none());
+        let failed = InputDocument::in_engine_form(&[], OffsetDateTime::UNIX_EPOCH, |_| {
+            Err::<String, _>("no")
+        });
+        assert_eq!(failed.err(), Some("no"));
     }
 }
