@@ -350,7 +350,11 @@ async fn push_signature(http: &reqwest::Client, host: &str, key: &IndependentKey
         .send()
         .await
         .unwrap();
-    assert!(put.status().is_success(), "PUT signature manifest: {}", put.status());
+    assert!(
+        put.status().is_success(),
+        "PUT signature manifest: {}",
+        put.status()
+    );
 }
 
 fn config_yaml(setup: &Registered, rego: bool) -> String {
@@ -643,7 +647,10 @@ async fn run(seconds: u64, connections: u64, digests: usize) {
         &post(&rego_client, &rego_url, warm_pod.clone()).await,
         "the warm Pod under Rego",
     );
-    eprintln!("(b) warm Pod under Rego: wrk against pid {}", rego_serve.pid());
+    eprintln!(
+        "(b) warm Pod under Rego: wrk against pid {}",
+        rego_serve.pid()
+    );
     let rego_run = wrk(&rego_serve, &warm_pod, seconds, connections);
     drop(rego_serve);
 

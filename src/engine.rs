@@ -39,7 +39,7 @@ use crate::policy::input::InputDocument;
 use crate::policy::lifecycle::{LifecycleFacts, build_time};
 use crate::policy::rego::{RegoBundle, RegoError};
 use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
-use crate::reference::{GlobError, ImageGlobs, ImageRef};
+use crate::reference::{GlobError, ImageGlobs, ImageRef, ReferenceError};
 use crate::scan::{NoScans, ScanSource};
 use crate::subject::ReviewSubject;
 use crate::workload::{self, PodView};
@@ -122,7 +122,15 @@ pub struct Engine {
     evidence: Arc<dyn EvidenceSource>,
     scans: Arc<dyn ScanSource>,
     clock: Arc<dyn Clock>,
+    /// Image references as written in pod specs, parsed: oci-spec's parser is a large regex
+    /// and was a tenth of the warm review's CPU. Parsing depends only on the text, and a
+    /// parsed reference is shared by `Arc`; bounded by the bytes of the keys.
+    references: moka::sync::Cache<String, Result<ImageRef, ReferenceError>>,
 }
+
+/// Bytes of image reference text the parse cache holds (a hostile pod can write up to 4096
+/// bytes per image; the entries' own size is about twice their text).
+const REFERENCE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Engine {
     pub fn new(
@@ -171,7 +179,23 @@ impl Engine {
             evidence,
             scans: Arc::new(NoScans),
             clock: Arc::new(SystemClock),
+            references: moka::sync::Cache::builder()
+                .max_capacity(REFERENCE_CACHE_BYTES)
+                .weigher(|written: &String, _| {
+                    u32::try_from(written.len().saturating_mul(2)).unwrap_or(u32::MAX)
+                })
+                .build(),
         })
+    }
+
+    /// `ImageRef::parse(written)`, from the cache when this text was parsed before.
+    fn parse_reference(&self, written: &str) -> Result<ImageRef, ReferenceError> {
+        if let Some(parsed) = self.references.get(written) {
+            return parsed;
+        }
+        let parsed = ImageRef::parse(written);
+        self.references.insert(written.to_owned(), parsed.clone());
+        parsed
     }
 
     /// Folds the fingerprints of the signature trust in force (keys, identities, trust roots,
@@ -491,7 +515,7 @@ impl Engine {
             .map(|site| ImageEntry {
                 container: site.name.to_owned(),
                 container_kind: site.kind,
-                reference: ImageRef::parse(site.image),
+                reference: self.parse_reference(site.image),
                 evidence: None,
                 scan: ScanState::NotRequested,
                 lifecycle: Default::default(),

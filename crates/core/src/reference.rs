@@ -6,12 +6,19 @@ use std::fmt;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use oci_spec::distribution::Reference;
 
-/// An image reference as written in a pod spec, parsed and normalised.
+/// An image reference as written in a pod spec, parsed and normalised. Immutable and shared:
+/// a clone is a reference count, so a parsed reference can be cached and handed to every
+/// review that names the same image.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ImageRef {
+pub struct ImageRef(std::sync::Arc<Parsed>);
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Parsed {
     written: String,
     parsed: Reference,
     tag_written: bool,
+    /// What globs are matched against, computed once (see [`ImageRef::match_candidates`]).
+    candidates: Vec<String>,
 }
 
 /// Why an image reference could not be parsed.
@@ -76,36 +83,38 @@ impl ImageRef {
         let name = written.split('@').next().unwrap_or(written);
         let last_segment = name.rsplit('/').next().unwrap_or(name);
         let tag_written = last_segment.contains(':');
-        Ok(Self {
+        let candidates = match_candidates(&parsed);
+        Ok(Self(std::sync::Arc::new(Parsed {
             written: written.to_owned(),
             parsed,
             tag_written,
-        })
+            candidates,
+        })))
     }
 
     /// Exactly what the pod spec said.
     pub fn written(&self) -> &str {
-        &self.written
+        &self.0.written
     }
     /// `docker.io`, `127.0.0.1:5000`, ...
     pub fn registry(&self) -> &str {
-        self.parsed.registry()
+        self.0.parsed.registry()
     }
     /// `library/nginx`, `team/app`, ...
     pub fn repository(&self) -> &str {
-        self.parsed.repository()
+        self.0.parsed.repository()
     }
     /// The tag: written, or `latest` when neither tag nor digest was written.
     pub fn tag(&self) -> Option<&str> {
-        self.parsed.tag()
+        self.0.parsed.tag()
     }
     /// Whether the tag was written (false for `nginx` and for `nginx@sha256:...`).
     pub fn tag_written(&self) -> bool {
-        self.tag_written
+        self.0.tag_written
     }
     /// The digest, when written.
     pub fn digest(&self) -> Option<&str> {
-        self.parsed.digest()
+        self.0.parsed.digest()
     }
     /// `registry/repository`, the name signatures are bound to.
     pub fn repository_path(&self) -> String {
@@ -113,26 +122,32 @@ impl ImageRef {
     }
     /// The normalised whole reference: `registry/repository[:tag][@digest]`.
     pub fn normalized(&self) -> String {
-        self.parsed.whole()
+        self.0.parsed.whole()
     }
     /// The strings globs are matched against, most specific first.
-    fn match_candidates(&self) -> Vec<String> {
-        let repository = self.repository_path();
-        let mut candidates = vec![self.normalized()];
-        if let Some(tag) = self.tag() {
-            candidates.push(format!("{repository}:{tag}"));
-        }
-        if let Some(digest) = self.digest() {
-            candidates.push(format!("{repository}@{digest}"));
-        }
-        candidates.push(repository);
-        candidates
+    fn match_candidates(&self) -> &[String] {
+        &self.0.candidates
     }
+}
+
+/// `registry/repository[:tag][@digest]`, `registry/repository:tag`,
+/// `registry/repository@digest` and `registry/repository`, most specific first.
+fn match_candidates(parsed: &Reference) -> Vec<String> {
+    let repository = format!("{}/{}", parsed.registry(), parsed.repository());
+    let mut candidates = vec![parsed.whole()];
+    if let Some(tag) = parsed.tag() {
+        candidates.push(format!("{repository}:{tag}"));
+    }
+    if let Some(digest) = parsed.digest() {
+        candidates.push(format!("{repository}@{digest}"));
+    }
+    candidates.push(repository);
+    candidates
 }
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.written)
+        f.write_str(&self.0.written)
     }
 }
 

@@ -486,9 +486,7 @@ impl RegistryEvidence {
                     }));
                 }
             };
-            let verification = self
-                .verification(image, digest, &authorities, call)
-                .await?;
+            let verification = self.verification(image, digest, &authorities, call).await?;
             Ok(Some((*verification).clone()))
         });
         let mut verifications = Vec::new();

@@ -58,8 +58,11 @@ pub async fn collect(
     // The three places are independent: read them at once (the latency of one place, not
     // the sum of three), then merge in a fixed order so that what is found is listed the
     // same way every time and the first failure, in that order, is the one reported.
-    let (mut sig_tag, mut att_tag, mut listed) =
-        (Collected::default(), Collected::default(), Collected::default());
+    let (mut sig_tag, mut att_tag, mut listed) = (
+        Collected::default(),
+        Collected::default(),
+        Collected::default(),
+    );
     let (sig_read, att_read, listed_read) = futures_util::join!(
         classic_signatures(registry, image, digest, call, &mut sig_tag),
         async {
