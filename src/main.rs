@@ -53,8 +53,9 @@ fn init_tracing(cli: &Cli) -> tracing_appender::non_blocking::WorkerGuard {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     // Lines are written by a thread of their own, so a review never waits on the pipe or the
     // terminal behind stderr (one "decided" line per review was about 5% of the warm path's
-    // CPU, spent in write(2) and the stderr lock on the async workers). Not lossy: when the queue is full, the
-    // caller waits for room rather than a decision being dropped from the audit trail.
+    // CPU, spent in write(2) and the stderr lock on the async workers). Not lossy: when the
+    // queue is full, the caller waits for room rather than a decision being dropped from the
+    // audit trail.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("portcullis-log")
