@@ -279,7 +279,7 @@ pub struct TrivyReportSettings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[derive(Debug)]
@@ -302,7 +302,8 @@ mod tests {
         })
     }
 
-    fn vuln(id: &str, package: &str, severity: Severity, fixed: &str) -> Vulnerability {
+    /// A vulnerability of `package` 1.0 in an Alpine target (the rules' tests use it too).
+    pub(crate) fn vuln(id: &str, package: &str, severity: Severity, fixed: &str) -> Vulnerability {
         Vulnerability {
             id: id.into(),
             package: package.into(),
