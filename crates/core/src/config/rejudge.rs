@@ -6,11 +6,14 @@ use serde::{Deserialize, Serialize};
 use super::names::is_dns_subdomain;
 use super::{Problem, yes};
 
-/// `rejudge`: how often `serve` judges the running pods again.
+/// `rejudge`: how `serve` judges the running pods again — on every change that can change the
+/// answer (a new scan report, a reload, an exception's expiry, a pod started or replaced), and
+/// as a safety pass every `interval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RejudgeSettings {
-    /// At least one minute: each pass lists every pod of the cluster.
+    /// The periodic safety pass over every running digest (at least one minute); changes are
+    /// judged as they happen, in between.
     pub interval: crate::timeutil::HumanDuration,
     /// Only the replica holding a Lease runs passes (default true). Off, every replica runs
     /// its own passes (a single replica, or a namespace where Leases may not be written).
@@ -24,6 +27,41 @@ pub struct RejudgeSettings {
     /// false: needs the CRD and the chart's `rbac.policyReports`).
     #[serde(default)]
     pub policy_reports: bool,
+    /// Also write `openreports.io/v1alpha1` Reports (the successor of wgpolicyk8s.io), one per
+    /// namespace, where the cluster serves that API (default false: needs the CRD and the
+    /// chart's `rbac.openReports`). A cluster that does not serve it is logged once, not retried
+    /// on every change.
+    #[serde(default)]
+    pub open_reports: bool,
+    /// Record a Kubernetes Event (`events.k8s.io/v1`) on a workload when its verdict changes
+    /// (default true; the chart grants `events` create and patch in every namespace).
+    #[serde(default = "yes")]
+    pub events: bool,
+    /// At most this many Events are written per minute; changes beyond it are counted in
+    /// `portcullis_rejudge_events_total{result="dropped"}` and logged, never queued without
+    /// bound (default 60).
+    #[serde(default = "default_events_per_minute")]
+    pub events_per_minute: u32,
+    /// The mode of the `running-digest` finding: a container runs a digest other than what its
+    /// tag resolves to now, or than what was admitted (default `warn`).
+    #[serde(default = "default_moved_tag_mode")]
+    pub moved_tag: super::Mode,
+    /// How long to wait after a trigger (a new report, a reload, a pod change) before
+    /// re-judging, so a burst of changes is judged once (default 2s).
+    #[serde(default = "default_settle")]
+    pub settle: crate::timeutil::HumanDuration,
+}
+
+fn default_events_per_minute() -> u32 {
+    60
+}
+
+fn default_moved_tag_mode() -> super::Mode {
+    super::Mode::Warn
+}
+
+fn default_settle() -> crate::timeutil::HumanDuration {
+    crate::timeutil::HumanDuration(std::time::Duration::from_secs(2))
 }
 
 fn default_lease_name() -> String {
@@ -40,6 +78,21 @@ impl RejudgeSettings {
                 format!(
                     "{} is too often: each pass lists every pod; use at least 1m",
                     self.interval
+                ),
+            );
+        }
+        if self.events_per_minute == 0 && self.events {
+            problem(
+                "rejudge.eventsPerMinute".into(),
+                "0 would drop every Event; set rejudge.events: false to write none".into(),
+            );
+        }
+        if self.settle.0 > std::time::Duration::from_secs(60) {
+            problem(
+                "rejudge.settle".into(),
+                format!(
+                    "{} would delay every re-judgement past a minute; use at most 60s",
+                    self.settle
                 ),
             );
         }
