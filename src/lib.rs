@@ -2,7 +2,7 @@
 //!
 //! This crate is the binary and its composition: engine orchestration (`engine`), the
 //! admission contract (`admission`), HTTP and TLS (`server`, `connections`, `tls`), metrics,
-//! cluster work (`leader`, `rejudge`, `policy_report`, `cert_rotation`) and the CLI. The
+//! cluster work (`leader`, `rejudge`, `policy_report`, `events`, `cert_rotation`) and the CLI. The
 //! decision core is `portcullis-core` (pure), Rego is `portcullis-rego`, and everything
 //! fetched about a digest is `portcullis-evidence`; docs/architecture.md draws the arrows.
 //!
@@ -21,6 +21,7 @@ pub mod cert_rotation;
 pub mod cli;
 pub mod connections;
 pub mod engine;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod object_files;
