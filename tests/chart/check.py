@@ -292,6 +292,28 @@ def cmd_rbac(args: argparse.Namespace) -> None:
         check(reports is None, "vulnerabilityreports granted without config.scans.trivyOperator.enabled")
     policy_reports = cluster.get(("wgpolicyk8s.io", "policyreports"))
     check(bool(policy_reports) == args.policy_reports, f"policyreports granted: {policy_reports}")
+    write_reports = {"get", "list", "watch", "create", "update", "patch", "delete"}
+    for resource in ("reports", "clusterreports"):
+        open_reports = cluster.get(("openreports.io", resource))
+        if args.open_reports:
+            check(open_reports == write_reports, f"openreports.io {resource}: {open_reports}")
+        else:
+            check(open_reports is None, f"openreports.io {resource} granted without rbac.openReports: {open_reports}")
+    # Re-judging watches pods and reads their owners up to the controller a result names.
+    for group, resource in (("apps", "replicasets"), ("batch", "jobs")):
+        owners = cluster.get((group, resource))
+        if args.rejudge:
+            check(owners == {"get", "list", "watch"}, f"{group}/{resource} must be get, list, watch: {owners}")
+        else:
+            check(owners is None, f"{group}/{resource} granted without config.rejudge: {owners}")
+    # Events on re-judged workloads go to the workloads' namespaces: cluster-wide.
+    workload_events = cluster.get(("events.k8s.io", "events"))
+    if args.events:
+        check(args.rejudge, "--events needs --rejudge (Events come from re-judging)")
+        check(workload_events == {"create", "patch"}, f"events.k8s.io events (cluster) must be create, patch: {workload_events}")
+    else:
+        check(workload_events is None, f"events.k8s.io events granted cluster-wide without rejudge.events: {workload_events}")
+    check(("", "events") not in cluster, f"core events granted cluster-wide: {cluster.get(('', 'events'))}")
     named_cluster = named_grants(one(docs, "ClusterRole"))
     named_role = named_grants(one(docs, "Role"))
     webhooks = named_cluster.get(("admissionregistration.k8s.io", "validatingwebhookconfigurations"))
@@ -686,6 +708,9 @@ def main() -> None:
     p.add_argument("--pull-secrets", action="store_true")
     p.add_argument("--trivy-operator", action="store_true")
     p.add_argument("--policy-reports", action="store_true")
+    p.add_argument("--open-reports", action="store_true", help="expect openreports.io reports and clusterreports")
+    p.add_argument("--rejudge", action="store_true", help="expect config.rejudge's reads (replicasets, jobs)")
+    p.add_argument("--events", action="store_true", help="expect events.k8s.io events create, patch cluster-wide")
     p.add_argument("--rotation", metavar="FULLNAME", help="expect run-time certificate rotation grants and args")
     p = sub.add_parser("workload")
     p.add_argument("file")

@@ -79,6 +79,31 @@ app.kubernetes.io/part-of: portcullis
 {{- if or .Values.rbac.policyReports $rejudge.policyReports }}true{{ end }}
 {{- end }}
 
+{{/*
+"true" when OpenReports (openreports.io Reports) are written: `rbac.openReports`, or the
+server's `config.rejudge.openReports`.
+*/}}
+{{- define "portcullis.openReportsEnabled" -}}
+{{- $rejudge := (.Values.config | default dict).rejudge | default dict }}
+{{- if or .Values.rbac.openReports $rejudge.openReports }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the server re-judges running workloads (`config.rejudge` is set). */}}
+{{- define "portcullis.rejudgeEnabled" -}}
+{{- if (.Values.config | default dict).rejudge }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when re-judging records Events on workloads whose verdict changed: `config.rejudge` is
+set and `config.rejudge.events` is not false (the server's default is true).
+*/}}
+{{- define "portcullis.rejudgeEventsEnabled" -}}
+{{- if include "portcullis.rejudgeEnabled" . }}
+{{- $rejudge := .Values.config.rejudge }}
+{{- if not (and (hasKey $rejudge "events") (eq (toString $rejudge.events) "false")) }}true{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* The serving certificate's DNS names (the Service's), comma-separated. */}}
 {{- define "portcullis.dnsNames" -}}
 {{- $fullname := include "portcullis.fullname" . }}
