@@ -321,14 +321,14 @@ pub struct EventRecorder {
     repeats: Mutex<RepeatWindow>,
 }
 
-/// What one write is about, for errors and the repeat memory.
-struct Written<'a> {
+/// The Event one write is about, as errors name it.
+struct EventWrite<'a> {
     workload: String,
     namespace: &'a str,
     name: &'a str,
 }
 
-impl Written<'_> {
+impl EventWrite<'_> {
     fn error(&self, verb: &'static str, source: kube::Error) -> EventError {
         let (workload, namespace, name) = (
             self.workload.clone(),
@@ -393,7 +393,7 @@ impl EventRecorder {
         let name = event_name(&target.name, &target.uid, reason, &note);
         let namespace = target.event_namespace();
         let key = format!("{namespace}/{name}");
-        let written = Written {
+        let write = EventWrite {
             workload: target.describe(),
             namespace,
             name: &name,
@@ -410,13 +410,13 @@ impl EventRecorder {
                 // The API server has already deleted it (its Events live an hour by default).
                 Err(kube::Error::Api(status)) if status.code == 404 => {
                     let event = self.event(change, event_type, reason, note, &name, now);
-                    self.create(&api, &event, &written, &key).await
+                    self.create(&api, &event, &write, &key).await
                 }
-                Err(source) => Err(written.error("patch", source)),
+                Err(source) => Err(write.error("patch", source)),
             },
             None => {
                 let event = self.event(change, event_type, reason, note, &name, now);
-                self.create(&api, &event, &written, &key).await
+                self.create(&api, &event, &write, &key).await
             }
         }
     }
@@ -427,7 +427,7 @@ impl EventRecorder {
         &self,
         api: &Api<Event>,
         event: &Event,
-        written: &Written<'_>,
+        write: &EventWrite<'_>,
         key: &str,
     ) -> Result<Recorded, EventError> {
         match api.create(&PostParams::default(), event).await {
@@ -437,17 +437,17 @@ impl EventRecorder {
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let existing = api
-                    .get(written.name)
+                    .get(write.name)
                     .await
-                    .map_err(|source| written.error("get", source))?;
+                    .map_err(|source| write.error("get", source))?;
                 let count = existing.series.map_or(1, |series| series.count) + 1;
-                patch_series(api, written.name, count, Timestamp::now())
+                patch_series(api, write.name, count, Timestamp::now())
                     .await
-                    .map_err(|source| written.error("patch", source))?;
+                    .map_err(|source| write.error("patch", source))?;
                 self.repeats().remember(key, count, Instant::now());
                 Ok(Recorded::Repeated)
             }
-            Err(source) => Err(written.error("create", source)),
+            Err(source) => Err(write.error("create", source)),
         }
     }
 
