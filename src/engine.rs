@@ -40,6 +40,7 @@ use crate::policy::lifecycle::{LifecycleFacts, build_time};
 use crate::policy::rego::{RegoBundle, RegoError};
 use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
 use crate::reference::{GlobError, ImageGlobs, ImageRef, ReferenceError};
+use crate::running::{RULE_RUNNING_DIGEST, RunningDigests, moved_tag_fix, moved_tag_found};
 use crate::scan::{NoScans, ScanSource};
 use crate::subject::ReviewSubject;
 use crate::workload::{self, PodView};
@@ -131,6 +132,15 @@ pub struct Engine {
 /// Bytes of image reference text the parse cache holds (a hostile pod can write up to 4096
 /// bytes per image; the entries' own size is about twice their text).
 const REFERENCE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A verdict with what it was decided on: the judged image sites with their evidence and
+/// scans, `None` when the request was never judged that far (skipped, refused early, or
+/// answered with `onError`).
+#[derive(Debug)]
+pub struct Observed {
+    pub verdict: Verdict,
+    pub subject: Option<Arc<ReviewSubject>>,
+}
 
 impl Engine {
     pub fn new(
@@ -290,6 +300,39 @@ impl Engine {
         deadline: Instant,
         priority: Priority,
     ) -> Verdict {
+        self.review_observed(request, deadline, priority, None)
+            .await
+            .verdict
+    }
+
+    /// [`Engine::review`], also returning the judged image sites with their evidence and
+    /// scans (for the inventory), and judging each site listed in `running` by the digest
+    /// its node runs rather than by what its reference resolves to now (re-judging).
+    pub async fn review_observed(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        deadline: Instant,
+        priority: Priority,
+        running: Option<&RunningDigests>,
+    ) -> Observed {
+        let mut judged = None;
+        let verdict = self
+            .review_inner(request, deadline, priority, running, &mut judged)
+            .await;
+        Observed {
+            verdict,
+            subject: judged,
+        }
+    }
+
+    async fn review_inner(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        deadline: Instant,
+        priority: Priority,
+        running: Option<&RunningDigests>,
+        judged: &mut Option<Arc<ReviewSubject>>,
+    ) -> Verdict {
         let namespace = request.namespace.as_deref().unwrap_or("");
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             return Verdict::skipped(self.identity());
@@ -387,8 +430,15 @@ impl Engine {
         };
         let scope = JudgedScope::new(&pod, old_pod.as_ref());
         subject.pod = pod;
-        self.judge(subject, request, &scope, Budget { deadline, priority })
-            .await
+        self.judge(
+            subject,
+            request,
+            &scope,
+            Budget { deadline, priority },
+            running,
+            judged,
+        )
+        .await
     }
 
     /// Digest pinning for `POST /mutate` (see `pinning`): resolves every image site of a Pod
@@ -468,7 +518,7 @@ impl Engine {
         // Past the deadline nothing is resolved, so nothing is pinned; the answer still goes
         // out in time, and the validating webhook applies its own deadline and onError.
         let late = Instant::now() >= deadline
-            || tokio::time::timeout_at(deadline, self.gather(&mut entries, &context))
+            || tokio::time::timeout_at(deadline, self.gather(&mut entries, &context, None))
                 .await
                 .is_err();
         let plan = pinning::plan(&pod, in_scope, |image| {
@@ -505,6 +555,8 @@ impl Engine {
         request: &AdmissionRequest<DynamicObject>,
         scope: &JudgedScope,
         budget: Budget,
+        running: Option<&RunningDigests>,
+        judged: &mut Option<Arc<ReviewSubject>>,
     ) -> Verdict {
         let Budget { deadline, priority } = budget;
         let identity = self.identity();
@@ -527,13 +579,13 @@ impl Engine {
             deadline,
             priority,
         };
-        let errors = match tokio::time::timeout_at(
+        let (errors, moved_tags) = match tokio::time::timeout_at(
             deadline,
-            self.gather(&mut images, &gather_context),
+            self.gather(&mut images, &gather_context, running),
         )
         .await
         {
-            Ok(errors) => errors,
+            Ok(gathered) => gathered,
             Err(_elapsed) => {
                 return Verdict::on_error(
                     &subject,
@@ -569,12 +621,13 @@ impl Engine {
         subject.images = images;
         // Shared, not copied, with the document-reading policies on the blocking pool.
         let subject = Arc::new(subject);
+        *judged = Some(subject.clone());
         let input = PolicyInput {
             subject: &subject,
             now,
             document: None,
         };
-        let mut findings = Vec::new();
+        let mut findings = moved_tags;
         for policy in &self.policies {
             match policy.evaluate(&input) {
                 Ok(found) => findings.extend(found),
@@ -720,15 +773,23 @@ impl Engine {
 
     /// Gathers evidence, concurrently and once per distinct image, for every image that an
     /// image policy matches. Returns the failures (each is also stored on its entries).
+    ///
+    /// With `running` (re-judging), a site whose node reported a digest is judged by that
+    /// digest (`reference@digest`), and a tag-only site is also resolved now so that a tag
+    /// that moved since the pull becomes a [`RULE_RUNNING_DIGEST`] finding (returned).
     async fn gather(
         &self,
         images: &mut [ImageEntry],
         context: &GatherContext,
-    ) -> Vec<EvidenceError> {
+        running: Option<&RunningDigests>,
+    ) -> (Vec<EvidenceError>, Vec<Finding>) {
         // Borrowed from the configuration in force, never copied per review.
         let mut wanted: Vec<(ImageRef, Vec<&ImagePolicy>)> = Vec::new();
+        // Per entry: the reference gathered for it, and the spec's tag to compare with.
+        let mut gathered_for: Vec<Option<(ImageRef, Option<ImageRef>)>> = Vec::new();
         for entry in images.iter() {
             let Ok(image) = &entry.reference else {
+                gathered_for.push(None);
                 continue;
             };
             let matching: Vec<&ImagePolicy> = self
@@ -737,12 +798,31 @@ impl Engine {
                 .filter(|(_, globs)| globs.matches(image))
                 .map(|(policy, _)| policy)
                 .collect();
-            if !matching.is_empty() && !wanted.iter().any(|(seen, _)| seen == image) {
-                wanted.push((image.clone(), matching));
+            if matching.is_empty() {
+                gathered_for.push(None);
+                continue;
             }
+            let pinned = running
+                .and_then(|r| r.digest(entry.container_kind, &entry.container))
+                .filter(|digest| image.digest() != Some(*digest) || image.tag().is_some())
+                .and_then(|digest| {
+                    ImageRef::parse(&format!("{}@{digest}", image.repository_path())).ok()
+                });
+            let (judged, compare) = match pinned {
+                // A tag-only site: also resolve the tag now, to compare with what runs.
+                Some(pinned) if image.digest().is_none() => (pinned, Some(image.clone())),
+                Some(pinned) => (pinned, None),
+                None => (image.clone(), None),
+            };
+            for reference in std::iter::once(&judged).chain(compare.as_ref()) {
+                if !wanted.iter().any(|(seen, _)| seen == reference) {
+                    wanted.push((reference.clone(), matching.clone()));
+                }
+            }
+            gathered_for.push(Some((judged, compare)));
         }
         if wanted.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let results = join_all(
             wanted
@@ -750,18 +830,54 @@ impl Engine {
                 .map(|(image, policies)| self.evidence.gather(image, policies, context)),
         )
         .await;
-        let mut errors = Vec::new();
-        for ((image, _), result) in wanted.iter().zip(results) {
-            if let Err(err) = &result {
-                errors.push(err.clone());
-            }
-            for entry in images.iter_mut() {
-                if entry.reference.as_ref().is_ok_and(|r| r == image) {
-                    entry.evidence = Some(result.clone());
-                }
+        let position = |reference: &ImageRef| wanted.iter().position(|(seen, _)| seen == reference);
+        let result_of = |reference: &ImageRef| position(reference).map(|index| &results[index]);
+        // One error per distinct image gathered, as each is one registry failure.
+        let errors: Vec<EvidenceError> = results
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| {
+                gathered_for
+                    .iter()
+                    .flatten()
+                    .any(|(judged, _)| position(judged) == Some(*index))
+            })
+            .filter_map(|(_, result)| result.as_ref().err().cloned())
+            .collect();
+        let mut moved = Vec::new();
+        for (entry, target) in images.iter_mut().zip(&gathered_for) {
+            let Some((judged, compare)) = target else {
+                continue;
+            };
+            let Some(result) = result_of(judged) else {
+                continue;
+            };
+            entry.evidence = Some(result.clone());
+            let now = compare.as_ref().and_then(result_of);
+            if let (Some(Ok(now)), Some(running), Some(mode)) =
+                (now, judged.digest(), running.and_then(|r| r.moved_tag))
+                && let Some(current) = now.digest.as_deref()
+                && current != running
+            {
+                let written = entry
+                    .reference
+                    .as_ref()
+                    .map(|r| r.written().to_owned())
+                    .unwrap_or_default();
+                moved.push(Finding {
+                    rule: RULE_RUNNING_DIGEST.into(),
+                    subject: Subject::Container {
+                        container: entry.container.clone(),
+                        kind: entry.container_kind,
+                        image: written.clone(),
+                    },
+                    found: moved_tag_found(&written, running, current),
+                    fix: moved_tag_fix(&written),
+                    mode,
+                });
             }
         }
-        errors
+        (errors, moved)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod notation_trust;
 pub mod pinning;
 pub mod policy;
 pub mod reference;
+pub mod running;
 pub mod scan;
 pub mod subject;
 pub mod timeutil;
