@@ -231,6 +231,12 @@ impl Engine {
         self
     }
 
+    /// The cached scan report of `digest` from the scan sources (re-judging compares it with
+    /// what it saw, to re-judge only the digests whose report changed).
+    pub fn scan_lookup(&self, digest: &str) -> Option<Arc<crate::scan::ScanReport>> {
+        self.scans.lookup(digest)
+    }
+
     /// Why the engine cannot judge yet (a scan source's first listing is still running).
     pub fn pending(&self) -> Option<String> {
         self.scans.pending()

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub rego_policies: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub rejudge_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub policy_report_writes: Family<ResultLabels, Counter>,
+    /// Events recorded on workloads whose running verdict changed, by result.
+    pub rejudge_events: Family<ResultLabels, Counter>,
     pub certificate_not_after: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub certificate_checks: Family<ResultLabels, Counter>,
     /// Open connections on the webhook port (bounded by `limits.maxConnections`).
@@ -186,6 +188,13 @@ impl Metrics {
             "PolicyReport writes after re-judging passes, by result (ok, failed)",
             policy_report_writes.clone(),
         );
+        let rejudge_events = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "rejudge_events",
+            "Events recorded on workloads whose running verdict changed, by result (created, \
+             repeated, dropped over rejudge.eventsPerMinute, unjudged, failed)",
+            rejudge_events.clone(),
+        );
         let certificate_not_after = Gauge::default();
         registry.register(
             "certificate_not_after_seconds",
@@ -246,6 +255,7 @@ impl Metrics {
             certificate_not_after,
             certificate_checks,
             policy_report_writes,
+            rejudge_events,
             running_workloads,
             running_findings,
             rejudge_passes,
@@ -278,6 +288,34 @@ impl Metrics {
         by_outcome: &std::collections::HashMap<&'static str, usize>,
         findings: &std::collections::HashMap<(String, &'static str), usize>,
     ) {
+        self.record_running(by_outcome, findings);
+        self.record_rejudge_pass();
+    }
+
+    /// One full re-judging pass finished.
+    pub fn record_rejudge_pass(&self) {
+        self.rejudge_passes
+            .get_or_create(&ResultLabels {
+                result: "ok".into(),
+            })
+            .inc();
+    }
+
+    /// An Event write's result (`Recorded::as_str()`, or `failed`).
+    pub fn record_rejudge_event(&self, result: &str) {
+        self.rejudge_events
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The running workloads' current outcomes and findings (after a pass or a change).
+    pub fn record_running(
+        &self,
+        by_outcome: &std::collections::HashMap<&'static str, usize>,
+        findings: &std::collections::HashMap<(String, &'static str), usize>,
+    ) {
         self.running_workloads.clear();
         for (outcome, count) in by_outcome {
             self.running_workloads
@@ -295,11 +333,6 @@ impl Metrics {
                 })
                 .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
-        self.rejudge_passes
-            .get_or_create(&ResultLabels {
-                result: "ok".into(),
-            })
-            .inc();
     }
 
     /// A pass that could not list or judge the pods; the last results stay published.

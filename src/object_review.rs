@@ -113,6 +113,54 @@ impl RunningPods for ClusterPods {
     }
 }
 
+impl ClusterPods {
+    /// Every pod of every namespace as a stream of changes (kube-runtime's watcher: a listing
+    /// first, then watch events; on a lost watch it backs off, relists and goes on, and a
+    /// relisting replaces what re-judging knows). Errors are logged; the stream goes on.
+    pub fn changes(&self) -> futures_util::stream::BoxStream<'static, crate::rejudge::PodChange> {
+        use futures_util::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        use kube::runtime::watcher::{self, Event};
+
+        use crate::rejudge::PodChange;
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let encode = |pod: Pod| serde_json::to_value(&pod).ok();
+        let mut listing: Vec<Value> = Vec::new();
+        watcher::watcher(api, watcher::Config::default().page_size(PAGE_SIZE))
+            .default_backoff()
+            .filter_map(move |event| {
+                let change = match event {
+                    Ok(Event::Init) => {
+                        listing.clear();
+                        None
+                    }
+                    Ok(Event::InitApply(pod)) => {
+                        listing.extend(encode(pod));
+                        None
+                    }
+                    Ok(Event::InitDone) => Some(PodChange::Relisted(std::mem::take(&mut listing))),
+                    Ok(Event::Apply(pod)) => encode(pod).map(PodChange::Applied),
+                    Ok(Event::Delete(pod)) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_else(|| {
+                            format!(
+                                "{}/{}",
+                                pod.metadata.namespace.clone().unwrap_or_default(),
+                                pod.metadata.name.clone().unwrap_or_default()
+                            )
+                        });
+                        Some(PodChange::Deleted(uid))
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the pod watch failed; retrying");
+                        None
+                    }
+                };
+                std::future::ready(change)
+            })
+            .boxed()
+    }
+}
+
 /// One object to judge, standing for `count` running pods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditTarget {

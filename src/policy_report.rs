@@ -328,6 +328,7 @@ pub struct WriteSummary {
 }
 
 /// Writes reports to one API ([`ReportApi`]) through the Kubernetes API.
+#[derive(Clone)]
 pub struct ReportWriter {
     client: kube::Client,
     api: ReportApi,
@@ -350,6 +351,11 @@ impl ReportWriter {
 
     pub fn api(&self) -> ReportApi {
         self.api
+    }
+
+    /// Whether the cluster this writer reaches serves its API ([`ReportApi::is_served`]).
+    pub async fn is_served(&self) -> Result<bool, ReportError> {
+        self.api.is_served(&self.client).await
     }
 
     /// Applies every report (server-side apply, field manager `portcullis`, so nobody

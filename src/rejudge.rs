@@ -1,29 +1,42 @@
-//! Re-judging what runs (`serve` with `rejudge.interval`): every interval, the pods of the
-//! cluster are judged again with the engine in force — so a new vulnerability report, an
-//! expired exception or a deprecated image's sunset shows up for workloads admitted long ago.
-//! Results go to metrics (`portcullis_running_workloads`, `portcullis_running_findings`) and
-//! logs; nothing in the cluster is changed.
+//! Re-judging what runs (`serve` with `rejudge`): the pods of the cluster are judged again
+//! with the engine in force, by the digest each node runs (`status.containerStatuses[].imageID`)
+//! — so a new vulnerability report, a reload, an expired exception or a tag that moved after
+//! the pull shows up for workloads admitted long ago. Pods are watched, not polled: the running
+//! units live in [`RunningState`] (pure), and only the units a change affects are judged
+//! again; the periodic pass (`rejudge.interval`) is a safety net. Outputs follow changes:
+//! one log line and one Event per changed verdict, PolicyReports / openreports.io Reports
+//! rewritten when anything changed, metrics always. Nothing else in the cluster is changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::Value;
+
 use crate::decision::Outcome;
 use crate::engine::Engine;
+use crate::events::{EventRecorder, EventTarget, VerdictChange};
 use crate::metrics::Metrics;
-use crate::object_review::{
-    AuditError, RunningPods, group_by_controller, judge_objects, read_cluster,
+use crate::object_files::ManifestObject;
+use crate::object_review::{AuditError, AuditTarget, Judged, RunningPods, group_by_controller};
+use crate::policy_report::{ReportWriter, WriteSummary, build_reports};
+use crate::running::{
+    RunningDigests, RunningState, Trigger, UnitKey, UnitVerdict, running_containers,
 };
-use crate::policy_report::{PolicyReportWriter, WriteSummary, build_reports};
 
 /// How often a disabled re-judging task looks again whether a reload enabled it.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
+/// How often the leader looks for a reload, a changed scan report or an expired exception.
+const POLL: Duration = Duration::from_secs(1);
 
 /// What one pass found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassSummary {
     pub pods: usize,
-    /// Objects judged: one per controller (replicas share a template) or bare pod.
+    /// Units judged: one per controller (replicas share a template) or bare pod, and per set
+    /// of digests its pods run.
     pub workloads: usize,
     /// Workloads by outcome (`allowed`, `denied`, `warned`, ...).
     pub by_outcome: HashMap<&'static str, usize>,
@@ -31,6 +44,8 @@ pub struct PassSummary {
     pub findings: HashMap<(String, &'static str), usize>,
     /// What writing PolicyReports did, when `rejudge.policyReports` is on.
     pub reports: Option<Result<WriteSummary, String>>,
+    /// Units whose verdict changed (or were judged for the first time).
+    pub changed: usize,
 }
 
 /// What re-judging needs from the running server: the engine in force (it changes on reload)
@@ -50,24 +65,470 @@ impl<T: RejudgeHost + ?Sized> RejudgeHost for Arc<T> {
     }
 }
 
-/// Judges every running pod once with the engine in force, and publishes the result: metrics
-/// and logs always, PolicyReports through `reports` when `rejudge.policyReports` is on. A
-/// report that cannot be written is logged and counted; it does not fail the pass.
-pub async fn pass(
+/// Where results go besides metrics and logs: report writers (PolicyReports, openreports.io
+/// Reports) and the Event recorder. All optional; `serve` builds them from cluster access.
+#[derive(Default)]
+pub struct Outputs {
+    pub policy_reports: Option<Arc<ReportWriter>>,
+    pub open_reports: Option<Arc<ReportWriter>>,
+    pub events: Option<Arc<EventRecorder>>,
+    /// Whether the cluster serves openreports.io, asked once (a cluster without the CRD is
+    /// logged once, not on every change).
+    open_reports_served: tokio::sync::OnceCell<bool>,
+}
+
+impl Outputs {
+    /// Every output this replica may write; `None` for those it has no access for.
+    pub fn new(
+        policy_reports: Option<Arc<ReportWriter>>,
+        open_reports: Option<Arc<ReportWriter>>,
+        events: Option<Arc<EventRecorder>>,
+    ) -> Self {
+        Self {
+            policy_reports,
+            open_reports,
+            events,
+            open_reports_served: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// PolicyReports only (what `pass` callers had before Events and openreports.io).
+    pub fn policy_reports(writer: Option<Arc<ReportWriter>>) -> Self {
+        Self {
+            policy_reports: writer,
+            ..Self::default()
+        }
+    }
+}
+
+/// A change of the running pods, from a watch (or a listing standing for one).
+#[derive(Debug, Clone)]
+pub enum PodChange {
+    /// A pod appeared or changed (its status reports a new digest, ...).
+    Applied(Value),
+    /// A pod is gone, by uid.
+    Deleted(String),
+    /// The watch (re)started: these are all the pods there are.
+    Relisted(Vec<Value>),
+}
+
+/// The pods as a stream of changes. `ClusterPods` watches; a source without a watch returns
+/// `None` and is listed on every periodic pass instead.
+pub trait WatchedPods: RunningPods {
+    fn watch(&self) -> Option<BoxStream<'static, PodChange>> {
+        None
+    }
+}
+
+impl WatchedPods for crate::object_review::ClusterPods {
+    fn watch(&self) -> Option<BoxStream<'static, PodChange>> {
+        Some(self.changes())
+    }
+}
+
+/// One unit's last judgement, kept for reports and outputs.
+#[derive(Debug, Clone)]
+struct UnitRecord {
+    target: AuditTarget,
+    judged: Judged,
+}
+
+/// The re-judging state of one replica: the running units, a sample pod of each, their last
+/// judgements and what the sources looked like, so a poll can tell what changed.
+#[derive(Default)]
+pub struct Rejudger {
+    state: RunningState,
+    /// A pod of each unit (all of a unit's pods share the template and the digests).
+    samples: HashMap<UnitKey, Value>,
+    records: HashMap<UnitKey, UnitRecord>,
+    pending: BTreeSet<UnitKey>,
+    /// The engine identity last judged with (a change is a reload).
+    identity: Option<String>,
+    expired: BTreeSet<String>,
+    /// Per running digest: the scan report seen last (`scanned_at` and source).
+    scans: HashMap<String, Option<(i64, String)>>,
+}
+
+/// The unit a pod belongs to, and its uid.
+fn unit_of(pod: &Value) -> Option<(String, UnitKey)> {
+    let text = |pointer: &str| pod.pointer(pointer).and_then(Value::as_str);
+    let namespace = text("/metadata/namespace").unwrap_or_default().to_owned();
+    let name = text("/metadata/name")?;
+    let uid = text("/metadata/uid").map_or_else(|| format!("{namespace}/{name}"), str::to_owned);
+    let owner = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|owner| owner.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|owner| {
+            Some(format!(
+                "{}/{}",
+                owner.get("kind")?.as_str()?,
+                owner.get("name")?.as_str()?
+            ))
+        })
+        .unwrap_or_else(|| format!("Pod/{name}"));
+    let digests = running_containers(pod)
+        .iter()
+        .map(|c| c.running.digest().unwrap_or("").to_owned())
+        .collect();
+    Some((
+        uid,
+        UnitKey {
+            namespace,
+            owner,
+            digests,
+        },
+    ))
+}
+
+/// The pod as the engine reads it: list and watch items carry no type.
+fn typed(mut pod: Value) -> Value {
+    if let Value::Object(map) = &mut pod {
+        map.entry("apiVersion").or_insert_with(|| "v1".into());
+        map.entry("kind").or_insert_with(|| "Pod".into());
+    }
+    pod
+}
+
+impl Rejudger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies a change of the running pods; units never judged become pending.
+    pub fn apply(&mut self, change: PodChange) {
+        match change {
+            PodChange::Applied(pod) => self.upsert(pod),
+            PodChange::Deleted(uid) => {
+                if let Some(unit) = self.state.remove_pod(&uid) {
+                    self.forget(&unit);
+                }
+            }
+            PodChange::Relisted(pods) => {
+                let mut uids = BTreeSet::new();
+                for pod in pods {
+                    if let Some((uid, _)) = unit_of(&pod) {
+                        uids.insert(uid);
+                    }
+                    self.upsert(pod);
+                }
+                for unit in self.state.retain_pods(&uids) {
+                    self.forget(&unit);
+                }
+            }
+        }
+    }
+
+    fn upsert(&mut self, pod: Value) {
+        let Some((uid, unit)) = unit_of(&pod) else {
+            return;
+        };
+        let before = self.state.pods_of(&unit).map_or(0, BTreeSet::len);
+        if let Some(fresh) = self.state.upsert_pod(&uid, unit.clone()) {
+            self.pending.insert(fresh);
+        }
+        self.samples
+            .entry(unit.clone())
+            .or_insert_with(|| typed(pod));
+        // A replica more or fewer changes the counts reports show, not the verdict.
+        if let Some(record) = self.records.get_mut(&unit) {
+            record.target.count = self.state.pods_of(&unit).map_or(before, BTreeSet::len);
+        }
+        // Units a moved pod left behind and that are now empty are gone from the state.
+        self.samples
+            .retain(|unit, _| self.state.pods_of(unit).is_some());
+        self.records
+            .retain(|unit, _| self.state.pods_of(unit).is_some());
+    }
+
+    fn forget(&mut self, unit: &UnitKey) {
+        self.samples.remove(unit);
+        self.records.remove(unit);
+        self.pending.remove(unit);
+    }
+
+    /// Marks the units `trigger` affects for judging.
+    pub fn trigger(&mut self, trigger: &Trigger) {
+        self.pending.extend(self.state.affected(trigger));
+    }
+
+    /// Looks at the sources for what changed since the last look: a new engine (reload,
+    /// trust root, policies), exceptions that expired, scan reports of running digests added,
+    /// replaced or removed. Returns the triggers found (and marks their units).
+    pub fn poll(&mut self, engine: &Engine) -> Vec<Trigger> {
+        let mut triggers = Vec::new();
+        if self.identity.as_deref() != Some(engine.identity()) {
+            if self.identity.is_some() {
+                triggers.push(Trigger::Reload);
+            }
+            self.identity = Some(engine.identity().to_owned());
+        }
+        let expired: BTreeSet<String> = engine
+            .expired_exceptions()
+            .iter()
+            .map(|e| format!("exception:{}", e.name))
+            .collect();
+        for key in expired.difference(&self.expired) {
+            triggers.push(Trigger::Expiry(key.clone()));
+        }
+        self.expired = expired;
+        let digests: BTreeSet<String> = self
+            .state
+            .units()
+            .flat_map(|u| u.digests.iter())
+            .filter(|d| !d.is_empty())
+            .cloned()
+            .collect();
+        let mut changed = Vec::new();
+        for digest in &digests {
+            let now = engine
+                .scan_lookup(digest)
+                .map(|r| (r.scanned_at.unix_timestamp(), r.source.clone()));
+            match self.scans.insert(digest.clone(), now.clone()) {
+                Some(seen) if seen != now => changed.push(digest.clone()),
+                _ => {}
+            }
+        }
+        self.scans.retain(|digest, _| digests.contains(digest));
+        if !changed.is_empty() {
+            triggers.push(Trigger::Scans(changed));
+        }
+        for trigger in &triggers {
+            self.trigger(trigger);
+        }
+        triggers
+    }
+
+    /// Judges every pending unit with `engine`, each by the digests its pods run, and
+    /// returns the units whose verdict changed, with their judgement.
+    pub async fn judge_pending(&mut self, engine: &Engine) -> Vec<(VerdictChangeOf, Judged)> {
+        let moved_tag = engine
+            .config()
+            .rejudge
+            .as_ref()
+            .map_or(crate::config::Mode::Warn, |r| r.moved_tag);
+        let pending = std::mem::take(&mut self.pending);
+        let mut changes = Vec::new();
+        for (index, unit) in pending.into_iter().enumerate() {
+            let Some(pod) = self.samples.get(&unit) else {
+                continue;
+            };
+            let running = RunningDigests::new(&running_containers(pod), moved_tag);
+            let Some((target, judged, waived)) =
+                judge_unit(engine, pod, &running, index, &self.state, &unit).await
+            else {
+                continue;
+            };
+            let verdict = unit_verdict(&judged, waived);
+            if let Some(change) = self.state.record(&unit, verdict) {
+                changes.push((
+                    VerdictChangeOf {
+                        previous: change.previous.map(|v| v.outcome),
+                        target: target.clone(),
+                    },
+                    judged.clone(),
+                ));
+            }
+            self.records.insert(unit, UnitRecord { target, judged });
+        }
+        changes
+    }
+
+    /// Every unit's last judgement, for reports and metrics.
+    fn judged(&self) -> (Vec<AuditTarget>, Vec<Judged>) {
+        let mut records: Vec<(&UnitKey, &UnitRecord)> = self.records.iter().collect();
+        records.sort_by(|a, b| a.0.cmp(b.0));
+        records
+            .into_iter()
+            .map(|(_, r)| (r.target.clone(), r.judged.clone()))
+            .unzip()
+    }
+
+    pub fn pods(&self) -> usize {
+        self.state.pod_count()
+    }
+
+    /// Whether some unit waits to be judged.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    pub fn units(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Distinct running digests.
+    pub fn digests(&self) -> usize {
+        self.state.digest_count()
+    }
+}
+
+/// A unit whose verdict changed: what outputs name.
+#[derive(Debug, Clone)]
+pub struct VerdictChangeOf {
+    pub previous: Option<String>,
+    pub target: AuditTarget,
+}
+
+/// Judges one unit's sample pod as a CREATE (a dry run), by its running digests. Returns the
+/// target (for reports), the judgement and the exceptions that waived its findings.
+async fn judge_unit(
+    engine: &Engine,
+    pod: &Value,
+    running: &RunningDigests,
+    index: usize,
+    state: &RunningState,
+    unit: &UnitKey,
+) -> Option<(AuditTarget, Judged, BTreeSet<String>)> {
+    let object = crate::object_files::from_value(pod.clone(), "cluster")
+        .ok()?
+        .into_iter()
+        .next()?;
+    let mut target: AuditTarget = group_by_controller(vec![object.clone()])
+        .into_iter()
+        .next()?;
+    target.count = state.pods_of(unit).map_or(1, BTreeSet::len);
+    if let Some(owner) = &target.controller {
+        let pods = if target.count == 1 { "pod" } else { "pods" };
+        target.label = format!(
+            "{} ({} {pods} of {} {}/{})",
+            object.display(),
+            target.count,
+            owner.kind,
+            object.namespace,
+            owner.name
+        );
+    }
+    let judged = judge_object(engine, &object, running, index).await;
+    let waived = judged.1;
+    Some((target, judged.0, waived))
+}
+
+async fn judge_object(
+    engine: &Engine,
+    object: &ManifestObject,
+    running: &RunningDigests,
+    index: usize,
+) -> (Judged, BTreeSet<String>) {
+    let request = match object.as_admission_request(&format!("portcullis-rejudge-{index}")) {
+        Ok(request) => request,
+        Err(err) => {
+            // Fail closed: a pod that cannot be read is reported, never silently allowed.
+            return (
+                Judged {
+                    origin: object.origin.clone(),
+                    object: object.display(),
+                    allowed: false,
+                    outcome: Outcome::ErrorDenied,
+                    message: Some(format!("the pod cannot be judged: {err}")),
+                    warnings: Vec::new(),
+                    findings: Vec::new(),
+                },
+                BTreeSet::new(),
+            );
+        }
+    };
+    let deadline = tokio::time::Instant::now() + engine.budget(None);
+    let observed = engine
+        .review_observed(
+            &request,
+            deadline,
+            crate::evidence::Priority::Background,
+            Some(running),
+        )
+        .await;
+    let verdict = observed.verdict;
+    let waived = verdict
+        .audit_annotations
+        .get(crate::decision::annotation::WAIVERS)
+        .and_then(|text| serde_json::from_str::<Vec<Value>>(text).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|w| Some(format!("exception:{}", w.get("exception")?.as_str()?)))
+        .collect();
+    (
+        Judged {
+            origin: object.origin.clone(),
+            object: object.display(),
+            allowed: verdict.allowed,
+            outcome: verdict.outcome,
+            message: verdict.message,
+            warnings: verdict.warnings,
+            findings: verdict.findings,
+        },
+        waived,
+    )
+}
+
+/// What of a judgement counts as "the verdict changed".
+fn unit_verdict(judged: &Judged, expiries: BTreeSet<String>) -> UnitVerdict {
+    let mut findings: Vec<String> = judged
+        .findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{}@{}:{}",
+                f.rule,
+                f.mode.as_str(),
+                crate::decision::describe(f)
+            )
+        })
+        .collect();
+    findings.sort();
+    UnitVerdict {
+        outcome: judged.outcome.as_str().to_owned(),
+        findings,
+        expiries,
+    }
+}
+
+/// The object an Event is about: the pods' controller, or the bare pod.
+fn event_target(target: &AuditTarget) -> EventTarget {
+    match &target.controller {
+        Some(owner) => EventTarget {
+            api_version: owner.api_version.clone(),
+            kind: owner.kind.clone(),
+            namespace: target.object.namespace.clone(),
+            name: owner.name.clone(),
+            uid: owner.uid.clone(),
+        },
+        None => EventTarget {
+            api_version: "v1".into(),
+            kind: target.object.kind.clone(),
+            namespace: target.object.namespace.clone(),
+            name: target.object.name.clone(),
+            uid: target
+                .object
+                .object
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        },
+    }
+}
+
+/// Publishes the state after a round: metrics always; for each change one log line and (with
+/// `rejudge.events`) an Event; reports rewritten when anything changed or `full` (a periodic
+/// pass rewrites them, so a report deleted by hand comes back).
+async fn publish(
     state: &(impl RejudgeHost + ?Sized),
-    pods: &dyn RunningPods,
-    reports: Option<&PolicyReportWriter>,
-) -> Result<PassSummary, AuditError> {
+    rejudger: &Rejudger,
+    changes: &[(VerdictChangeOf, Judged)],
+    outputs: &Outputs,
+    full: bool,
+) -> PassSummary {
     let engine = state.engine();
-    let targets = group_by_controller(read_cluster(pods).await?);
-    let objects: Vec<_> = targets.iter().map(|t| t.object.clone()).collect();
-    let judged = judge_objects(&engine, &objects, "portcullis-rejudge").await?;
+    let (targets, judged) = rejudger.judged();
     let mut summary = PassSummary {
-        pods: targets.iter().map(|t| t.count).sum(),
+        pods: rejudger.pods(),
         workloads: targets.len(),
+        changed: changes.len(),
         ..PassSummary::default()
     };
-    for (result, target) in judged.iter().zip(&targets) {
+    for result in &judged {
         *summary
             .by_outcome
             .entry(result.outcome.as_str())
@@ -78,66 +539,184 @@ pub async fn pass(
                 .entry((finding.rule.clone(), finding.mode.as_str()))
                 .or_default() += 1;
         }
-        if matches!(result.outcome, Outcome::Denied | Outcome::ErrorDenied) {
-            let rules: Vec<&str> = result.findings.iter().map(|f| f.rule.as_str()).collect();
+    }
+    let settings = engine.config().rejudge.clone();
+    for (change, result) in changes {
+        let rules: Vec<String> = result.findings.iter().map(|f| f.rule.clone()).collect();
+        // One line per change (never per pass): the first judgement of a clean unit is quiet.
+        let worth_logging = change.previous.is_some() || result.outcome != Outcome::Allowed;
+        if worth_logging {
             tracing::warn!(
-                workload = %target.label,
+                workload = %change.target.label,
+                previous = change.previous.as_deref().unwrap_or("unjudged"),
+                now = result.outcome.as_str(),
                 rules = %rules.join(","),
                 message = result.message.as_deref().unwrap_or_default(),
-                "a running workload would be denied now"
+                "a running workload's verdict changed"
             );
+        }
+        let events_on = settings.as_ref().is_some_and(|s| s.events);
+        if let (Some(recorder), true) = (&outputs.events, events_on) {
+            let previous = change.previous.as_deref().and_then(outcome_named);
+            // A unit judged the first time and allowed is no news.
+            if previous.is_none() && result.outcome == Outcome::Allowed {
+                continue;
+            }
+            let event = VerdictChange {
+                target: event_target(&change.target),
+                previous,
+                current: result.outcome,
+                rules,
+                message: result
+                    .message
+                    .clone()
+                    .or_else(|| result.warnings.first().cloned())
+                    .unwrap_or_else(|| format!("{} now", result.outcome.as_str())),
+                identity: engine.identity().to_owned(),
+            };
+            match recorder.record(&event).await {
+                Ok(recorded) => state.metrics().record_rejudge_event(recorded.as_str()),
+                Err(err) => {
+                    state.metrics().record_rejudge_event("failed");
+                    tracing::error!(error = %err, "cannot record the Event");
+                }
+            }
         }
     }
     state
         .metrics()
-        .record_rejudge(&summary.by_outcome, &summary.findings);
-    let wanted = engine
-        .config()
-        .rejudge
-        .as_ref()
-        .is_some_and(|r| r.policy_reports);
-    if wanted {
-        summary.reports = Some(match reports {
-            Some(writer) => {
-                let built = build_reports(&targets, &judged, engine.clock().now());
-                let written = writer.write(&built).await.map_err(|err| err.to_string());
-                state.metrics().record_policy_report_write(written.is_ok());
-                if let Err(err) = &written {
-                    tracing::error!(error = %err, "cannot write PolicyReports");
-                }
-                written
+        .record_running(&summary.by_outcome, &summary.findings);
+    let anything = full || !changes.is_empty();
+    let policy_reports = settings.as_ref().is_some_and(|s| s.policy_reports);
+    let open_reports = settings.as_ref().is_some_and(|s| s.open_reports);
+    if anything && (policy_reports || open_reports) {
+        let built = build_reports(&targets, &judged, engine.clock().now());
+        if policy_reports {
+            summary.reports = Some(match &outputs.policy_reports {
+                Some(writer) => write_reports(state, writer, &built).await,
+                None => Err("no cluster access to write PolicyReports".to_owned()),
+            });
+        }
+        if open_reports && let Some(writer) = &outputs.open_reports {
+            let served = outputs
+                .open_reports_served
+                .get_or_init(|| async {
+                    match writer.is_served().await {
+                        Ok(true) => true,
+                        Ok(false) => {
+                            tracing::warn!(
+                                "rejudge.openReports is on, but the cluster does not serve \
+                                 openreports.io/v1alpha1 (install the openreports.io CRDs and \
+                                 restart): no Reports are written"
+                            );
+                            false
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "cannot tell whether the cluster serves openreports.io; no Reports are written");
+                            false
+                        }
+                    }
+                })
+                .await;
+            if *served {
+                // A failure is logged and counted in write_reports; PolicyReports' result
+                // stays the summary's.
+                let _ = write_reports(state, writer, &built).await;
             }
-            None => Err("no cluster access to write PolicyReports".to_owned()),
-        });
+        }
     }
+    summary
+}
+
+async fn write_reports(
+    state: &(impl RejudgeHost + ?Sized),
+    writer: &ReportWriter,
+    built: &std::collections::BTreeMap<String, Value>,
+) -> Result<WriteSummary, String> {
+    let written = writer.write(built).await.map_err(|err| err.to_string());
+    state.metrics().record_policy_report_write(written.is_ok());
+    if let Err(err) = &written {
+        tracing::error!(error = %err, "cannot write reports");
+    }
+    written
+}
+
+fn outcome_named(name: &str) -> Option<Outcome> {
+    [
+        Outcome::Allowed,
+        Outcome::Denied,
+        Outcome::Warned,
+        Outcome::Audited,
+        Outcome::ErrorDenied,
+        Outcome::ErrorAllowed,
+        Outcome::Skipped,
+    ]
+    .into_iter()
+    .find(|o| o.as_str() == name)
+}
+
+/// One full pass: lists every running pod, judges every unit with the engine in force, and
+/// publishes the result (metrics and logs always, reports when configured). A report that
+/// cannot be written is logged and counted; it does not fail the pass.
+pub async fn pass(
+    state: &(impl RejudgeHost + ?Sized),
+    pods: &dyn RunningPods,
+    reports: Option<&ReportWriter>,
+) -> Result<PassSummary, AuditError> {
+    let mut rejudger = Rejudger::new();
+    let outputs = Outputs::policy_reports(reports.map(|w| Arc::new(w.clone())));
+    full_pass(state, pods, &mut rejudger, &outputs).await
+}
+
+/// Lists the pods (a fresh listing replaces the state's pods) and judges every unit.
+async fn full_pass(
+    state: &(impl RejudgeHost + ?Sized),
+    pods: &dyn RunningPods,
+    rejudger: &mut Rejudger,
+    outputs: &Outputs,
+) -> Result<PassSummary, AuditError> {
+    let listed = pods.list().await?;
+    rejudger.apply(PodChange::Relisted(listed));
+    let engine = state.engine();
+    rejudger.poll(&engine);
+    rejudger.trigger(&Trigger::Periodic);
+    let changes = rejudger.judge_pending(&engine).await;
+    let summary = publish(state, rejudger, &changes, outputs, true).await;
+    state.metrics().record_rejudge_pass();
     Ok(summary)
 }
 
-/// Runs [`pass`] every `rejudge.interval` of the configuration in force (re-read after each
-/// pass, so a reload can enable, disable or retime it), until the task is aborted.
+/// Re-judges what runs until the task is aborted, with the configuration in force (re-read
+/// on every round, so a reload can enable, disable or retime it).
 ///
-/// With `leading` (leader election on), passes run only while it says this replica holds the
-/// Lease; a replica that becomes leader runs a pass at once. A replica that stops leading
-/// withdraws its running-workload gauges, so only the leader's figures are exported.
+/// While this replica leads (or leader election is off): a full pass at once, then pod
+/// changes from the watch, and every second a look for a reload, a changed scan report or an
+/// expired exception; changes are collected for `rejudge.settle` and judged together, only
+/// for the units they affect. Every `rejudge.interval` a full pass relists and re-judges
+/// everything. A replica that stops leading withdraws its running-workload gauges, so only
+/// the leader's figures are exported.
 pub fn spawn(
     state: Arc<dyn RejudgeHost>,
-    pods: Arc<dyn RunningPods>,
+    pods: Arc<dyn WatchedPods>,
     mut leading: Option<tokio::sync::watch::Receiver<bool>>,
-    reports: Option<Arc<PolicyReportWriter>>,
+    outputs: Outputs,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut rejudger = Rejudger::new();
         loop {
             let Some(settings) = state.engine().config().rejudge.clone() else {
                 tokio::time::sleep(IDLE_CHECK).await;
                 continue;
             };
             let interval = settings.interval.0;
-            if settings.leader_election
+            let gated = settings.leader_election;
+            if gated
                 && let Some(leading) = leading.as_mut()
                 && !*leading.borrow_and_update()
             {
                 state.metrics().set_rejudge_leader(false);
-                // Wait to become leader, but look at the configuration again each interval.
+                // A follower keeps no state: the new leader judges everything at once.
+                rejudger = Rejudger::new();
                 let waited = tokio::time::timeout(interval.min(IDLE_CHECK), leading.changed());
                 if let Ok(Err(_elector_gone)) = waited.await {
                     // Never spin: without an elector this replica stays a follower.
@@ -146,10 +725,12 @@ pub fn spawn(
                 continue;
             }
             state.metrics().set_rejudge_leader(true);
-            match pass(&state, pods.as_ref(), reports.as_deref()).await {
+            match full_pass(&state, pods.as_ref(), &mut rejudger, &outputs).await {
                 Ok(summary) => tracing::info!(
                     pods = summary.pods,
                     workloads = summary.workloads,
+                    digests = rejudger.digests(),
+                    changed = summary.changed,
                     denied = summary.by_outcome.get("denied").copied().unwrap_or(0),
                     "re-judged running workloads"
                 ),
@@ -158,19 +739,80 @@ pub fn spawn(
                     tracing::error!(error = %err, "cannot re-judge running workloads");
                 }
             }
-            match leading.as_mut().filter(|_| settings.leader_election) {
-                // Until the next pass, unless leadership is lost first (then the loop
-                // withdraws this replica's figures at once).
-                Some(leading) => {
-                    let lost = tokio::time::timeout(interval, leading.wait_for(|l| !*l));
-                    // (The Ref a successful wait returns is not Send: keep only the outcome.)
-                    let elector_gone = matches!(lost.await, Ok(Err(_)));
-                    if elector_gone {
-                        // Never spin: keep the interval when the elector is gone.
-                        tokio::time::sleep(interval).await;
+            // Between full passes: follow changes until the interval ends or leadership is lost.
+            let until = tokio::time::Instant::now() + interval;
+            let mut watch = pods.watch();
+            let mut lost = false;
+            let mut elector_gone = false;
+            loop {
+                let settle = state
+                    .engine()
+                    .config()
+                    .rejudge
+                    .as_ref()
+                    .map_or(Duration::from_secs(2), |r| r.settle.0);
+                let leadership = async {
+                    match leading.as_mut().filter(|_| gated) {
+                        Some(leading) => leading.wait_for(|l| !*l).await.is_err(),
+                        None => std::future::pending::<bool>().await,
+                    }
+                };
+                let next_change = async {
+                    match watch.as_mut() {
+                        Some(stream) => stream.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    gone = leadership, if !elector_gone => {
+                        // A closed elector keeps the interval (never spin); a lost Lease ends
+                        // this replica's work now.
+                        if gone { elector_gone = true; continue; }
+                        lost = true;
+                        break;
+                    }
+                    change = next_change => match change {
+                        Some(change) => rejudger.apply(change),
+                        None => {
+                            tracing::warn!("the pod watch ended; it is restarted");
+                            tokio::time::sleep(POLL).await;
+                            watch = pods.watch();
+                        }
+                    },
+                    _ = tokio::time::sleep(POLL) => {
+                        let engine = state.engine();
+                        if engine.config().rejudge.is_none() {
+                            break;
+                        }
+                        let triggers = rejudger.poll(&engine);
+                        if !triggers.is_empty() {
+                            tracing::debug!(?triggers, "re-judging what the changes affect");
+                        }
                     }
                 }
-                None => tokio::time::sleep(interval).await,
+                if rejudger.has_pending() {
+                    // Let a burst settle (a rollout's pods, a directory of reports), then
+                    // judge once.
+                    tokio::time::sleep(
+                        settle.min(until.saturating_duration_since(tokio::time::Instant::now())),
+                    )
+                    .await;
+                    let engine = state.engine();
+                    rejudger.poll(&engine);
+                    let changes = rejudger.judge_pending(&engine).await;
+                    if !changes.is_empty() {
+                        let summary = publish(&state, &rejudger, &changes, &outputs, false).await;
+                        tracing::info!(
+                            changed = summary.changed,
+                            workloads = summary.workloads,
+                            "re-judged what changed"
+                        );
+                    }
+                }
+            }
+            if lost {
+                continue;
             }
         }
     })

@@ -272,6 +272,35 @@ impl Rejudging {
     }
 }
 
+/// Where re-judging publishes: PolicyReports, openreports.io Reports and Events. Each is
+/// built whenever there is cluster access; the configuration in force decides, on every
+/// change, whether it is written. The Event rate is the one configured at start.
+fn outputs_for(
+    state: &Arc<server::AppState>,
+    client: kube::Client,
+    identity: &str,
+) -> crate::rejudge::Outputs {
+    use crate::policy_report::{ReportApi, ReportWriter};
+    let per_minute = state
+        .engine()
+        .config()
+        .rejudge
+        .as_ref()
+        .map_or(60, |r| r.events_per_minute);
+    crate::rejudge::Outputs::new(
+        Some(Arc::new(ReportWriter::new(client.clone()))),
+        Some(Arc::new(ReportWriter::for_api(
+            client.clone(),
+            ReportApi::OpenReports,
+        ))),
+        Some(Arc::new(crate::events::EventRecorder::new(
+            client,
+            per_minute,
+            identity.to_owned(),
+        ))),
+    )
+}
+
 fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejudging {
     let lease_name = state
         .engine()
@@ -308,9 +337,7 @@ fn start_rejudging(state: &Arc<server::AppState>, client: kube::Client) -> Rejud
         state.clone(),
         Arc::new(crate::object_review::ClusterPods::new(client.clone())),
         Some(following.clone()),
-        Some(Arc::new(crate::policy_report::PolicyReportWriter::new(
-            client,
-        ))),
+        outputs_for(state, client, &identity),
     );
     Rejudging {
         passes,

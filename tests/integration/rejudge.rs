@@ -31,6 +31,9 @@ impl RunningPods for FixedPodList {
     }
 }
 
+/// Listed on every periodic pass, never watched.
+impl portcullis::rejudge::WatchedPods for FixedPodList {}
+
 fn running_pods() -> FixedPodList {
     let dump: Value =
         serde_json::from_slice(&std::fs::read(data_path("cluster/pods.json")).unwrap()).unwrap();
@@ -135,7 +138,7 @@ async fn only_the_lease_holder_runs_passes_and_a_new_leader_runs_one_at_once() {
         state.clone(),
         Arc::new(running_pods()),
         Some(following),
-        None,
+        portcullis::rejudge::Outputs::default(),
     );
     let passes = |state: &AppState| {
         state
@@ -191,7 +194,7 @@ async fn a_leader_whose_elector_is_gone_keeps_the_interval_instead_of_spinning()
         state.clone(),
         Arc::new(running_pods()),
         Some(following),
-        None,
+        portcullis::rejudge::Outputs::default(),
     );
     let first = state.clone();
     portcullis_test_support::eventually("the first pass", || {
