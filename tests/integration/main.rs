@@ -30,6 +30,7 @@ mod registry_faults;
 mod registry_on_loopback;
 mod rego_policies;
 mod rejudge;
+mod running_digests;
 mod scans_and_lifecycle;
 mod server_guards;
 mod sigstore_bundles;

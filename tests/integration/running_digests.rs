@@ -1,0 +1,323 @@
+//! Judging what the nodes run: a container is judged by the digest its status reports, a tag
+//! that moved after the pull is a finding naming both digests, and re-judging follows changes
+//! (a new scan report re-judges only the units running that digest; a pod watch that restarts
+//! relists). The registry is a stand-in `EvidenceSource` that resolves tags from a table (the
+//! judging logic is under test, not the registry client, which has its own loopback tests);
+//! scan reports are real Trivy JSON in a real directory; the pod watch goes through kube's mock
+//! service, since no kube-apiserver runs here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a failed test should panic
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use portcullis::config::{ImagePolicy, LoadedConfig};
+use portcullis::engine::Engine;
+use portcullis::evidence::{
+    EvidenceFuture, EvidenceSource, GatherContext, ImageEvidence, SignatureEvidence,
+};
+use portcullis::object_review::ClusterPods;
+use portcullis::reference::ImageRef;
+use portcullis::rejudge::{PodChange, Rejudger};
+use portcullis::running::{RULE_RUNNING_DIGEST, Trigger};
+use portcullis::scan::trivy::TrivyDirectory;
+use portcullis_test_support::mock_apiserver;
+use serde_json::{Value, json};
+
+use crate::common::data_path;
+
+/// In `trivy/app-vulnerable.json` (a CRITICAL finding).
+const VULNERABLE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+/// In `trivy/clean.json`.
+const CLEAN: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+/// Resolves `team/app:1.0` to the clean digest and `team/app:2.0` to the clean one too; a
+/// reference with a digest is judged by that digest. Nothing is signed-checked here.
+#[derive(Debug)]
+struct TagTable;
+
+impl EvidenceSource for TagTable {
+    fn gather<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        _policies: &'a [&'a ImagePolicy],
+        _context: &'a GatherContext,
+    ) -> EvidenceFuture<'a> {
+        let digest = match (image.digest(), image.tag()) {
+            (Some(digest), _) => Some(digest.to_owned()),
+            (None, Some("1.0" | "2.0")) => Some(CLEAN.to_owned()),
+            (None, _) => None,
+        };
+        Box::pin(async move {
+            Ok(ImageEvidence::signatures_only(
+                digest,
+                SignatureEvidence::Verified {
+                    signers: vec!["stand-in".into()],
+                },
+            ))
+        })
+    }
+}
+
+const CONFIG: &str = "
+scans:
+  trivyReports: {directory: \"{reports}\"}
+rejudge: {interval: 10m, movedTag: warn}
+imagePolicies:
+  - name: team-images
+    images: [\"127.0.0.1:5000/team/**\"]
+    vulnerabilities:
+      denyAtOrAbove: HIGH
+      missingScan: allow
+";
+
+fn engine(reports: &std::path::Path) -> (Engine, Arc<TrivyDirectory>) {
+    let yaml = CONFIG.replace("{reports}", &reports.display().to_string());
+    let loaded = LoadedConfig::from_yaml(&yaml, "test").unwrap();
+    let (trivy, _) = TrivyDirectory::open(reports.to_owned()).unwrap();
+    let engine = Engine::new(loaded, Arc::new(TagTable))
+        .unwrap()
+        .with_scans(trivy.clone());
+    (engine, trivy)
+}
+
+/// A pod of ReplicaSet `owner` as containerd reports it: `image` in the spec, `image_id` in
+/// the status.
+fn pod(name: &str, owner: &str, image: &str, image_id: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                     "resourceVersion": "1",
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
+                                          "uid": format!("rs-{owner}"), "controller": true}]},
+        "spec": {"containers": [{"name": "app", "image": image, "securityContext":
+            {"runAsNonRoot": true, "runAsUser": 1000, "allowPrivilegeEscalation": false}}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "image": image, "imageID": image_id, "ready": true,
+             "restartCount": 0, "imageRef": image_id}]}
+    })
+}
+
+#[tokio::test]
+async fn a_container_is_judged_by_the_digest_its_node_runs_and_a_moved_tag_names_both_digests() {
+    let reports = tempfile::tempdir().unwrap();
+    for (file, name) in [
+        ("app-vulnerable.json", "old.json"),
+        ("clean.json", "new.json"),
+    ] {
+        std::fs::copy(
+            data_path(&format!("trivy/{file}")),
+            reports.path().join(name),
+        )
+        .unwrap();
+    }
+    let (engine, _trivy) = engine(reports.path());
+    // The tag names the clean digest now, but the node pulled the vulnerable one earlier.
+    let running = pod(
+        "web-1",
+        "web-5b",
+        "127.0.0.1:5000/team/app:1.0",
+        &format!("127.0.0.1:5000/team/app@{VULNERABLE}"),
+    );
+    let mut rejudger = Rejudger::new();
+    rejudger.apply(PodChange::Relisted(vec![running]));
+    rejudger.poll(&engine);
+    let changes = rejudger.judge_pending(&engine).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let judged = &changes[0].1;
+    assert!(!judged.allowed, "{judged:?}");
+    let rules: Vec<&str> = judged.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert!(rules.contains(&"vulnerability"), "{rules:?}");
+    let moved = judged
+        .findings
+        .iter()
+        .find(|f| f.rule == RULE_RUNNING_DIGEST)
+        .expect("a running-digest finding");
+    assert_eq!(moved.mode, portcullis::config::Mode::Warn);
+    assert!(moved.found.contains(VULNERABLE), "{}", moved.found);
+    assert!(moved.found.contains(CLEAN), "{}", moved.found);
+    assert!(moved.fix.contains("rollout restart"), "{}", moved.fix);
+
+    // The same pod at admission (no running digest) is judged by what the tag names: clean.
+    let object = portcullis::object_files::from_value(
+        pod("web-1", "web-5b", "127.0.0.1:5000/team/app:1.0", ""),
+        "t",
+    )
+    .unwrap()
+    .remove(0);
+    let admitted = portcullis::object_review::judge_objects(&engine, &[object], "t")
+        .await
+        .unwrap();
+    assert!(admitted[0].allowed, "{:?}", admitted[0]);
+    assert!(admitted[0].findings.is_empty(), "{:?}", admitted[0]);
+}
+
+#[tokio::test]
+async fn a_new_report_for_one_running_digest_rejudges_that_unit_and_no_other() {
+    let reports = tempfile::tempdir().unwrap();
+    let (engine, trivy) = engine(reports.path());
+    let mut rejudger = Rejudger::new();
+    rejudger.apply(PodChange::Relisted(vec![
+        pod(
+            "web-1",
+            "web-5b",
+            "127.0.0.1:5000/team/app:1.0",
+            &format!("127.0.0.1:5000/team/app@{VULNERABLE}"),
+        ),
+        pod(
+            "web-2",
+            "web-5b",
+            "127.0.0.1:5000/team/app:1.0",
+            &format!("127.0.0.1:5000/team/app@{VULNERABLE}"),
+        ),
+        pod(
+            "api-1",
+            "api-7c",
+            "127.0.0.1:5000/team/app:2.0",
+            &format!("127.0.0.1:5000/team/app@{CLEAN}"),
+        ),
+    ]));
+    assert_eq!(rejudger.pods(), 3);
+    assert!(
+        rejudger.poll(&engine).is_empty(),
+        "the first look is no change"
+    );
+    // Unscanned and missingScan: allow. The vulnerable digest's tag moved (warn).
+    let first = rejudger.judge_pending(&engine).await;
+    assert_eq!(first.len(), 2, "two units for three pods: {first:?}");
+    assert_eq!(rejudger.units(), 2);
+    assert!(first.iter().all(|(_, judged)| judged.allowed), "{first:?}");
+
+    // A report for the vulnerable digest arrives: only the unit running it is judged again.
+    std::fs::copy(
+        data_path("trivy/app-vulnerable.json"),
+        reports.path().join("app.json"),
+    )
+    .unwrap();
+    trivy.reload().unwrap();
+    let triggers = rejudger.poll(&engine);
+    assert_eq!(triggers, [Trigger::Scans(vec![VULNERABLE.to_owned()])]);
+    let second = rejudger.judge_pending(&engine).await;
+    assert_eq!(second.len(), 1, "{second:?}");
+    let (change, judged) = &second[0];
+    assert_eq!(change.previous.as_deref(), Some("warned"));
+    assert!(
+        change.target.label.contains("ReplicaSet shop/web-5b"),
+        "{}",
+        change.target.label
+    );
+    assert!(
+        change.target.label.contains("2 pods"),
+        "{}",
+        change.target.label
+    );
+    assert!(!judged.allowed);
+
+    // Nothing changed since: nothing to judge, no change.
+    assert!(rejudger.poll(&engine).is_empty());
+    assert!(!rejudger.has_pending());
+    // A reload re-judges every unit once; the same answers are no changes.
+    rejudger.trigger(&Trigger::Reload);
+    assert!(rejudger.judge_pending(&engine).await.is_empty());
+}
+
+/// One request of the pod watch, as the API server answers it: a list (resourceVersion `rv`)
+/// or a watch stream of events.
+fn list_of(pods: &[Value], rv: &str) -> http::Response<kube::client::Body> {
+    mock_apiserver::json_response(
+        200,
+        &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": rv}, "items": pods}),
+    )
+}
+
+fn watch_of(events: &[Value]) -> http::Response<kube::client::Body> {
+    let mut body = Vec::new();
+    for event in events {
+        body.extend(serde_json::to_vec(event).unwrap());
+        body.push(b'\n');
+    }
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_pod_watch_lists_follows_events_and_relists_after_it_restarts_against_a_mocked_api_server()
+ {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let (client, server) = mock_apiserver::client("default", move |request| {
+        let call = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let path = request.uri().path().to_owned();
+        async move {
+            assert_eq!(path, "/api/v1/pods", "every pod of every namespace");
+            let watching = query.contains("watch=true");
+            match call {
+                0 => {
+                    assert!(!watching, "a listing first: {query}");
+                    list_of(
+                        &[pod("a", "web", "x:1", ""), pod("b", "web", "x:1", "")],
+                        "10",
+                    )
+                }
+                1 => {
+                    assert!(watching && query.contains("resourceVersion=10"), "{query}");
+                    watch_of(&[
+                        json!({"type": "ADDED", "object": pod("c", "api", "y:1", "")}),
+                        json!({"type": "DELETED", "object": pod("a", "web", "x:1", "")}),
+                        // The history is gone: the watcher must list again.
+                        json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "reason": "Expired", "code": 410,
+                            "message": "too old resource version"}}),
+                    ])
+                }
+                2 => {
+                    assert!(!watching, "a relisting after 410: {query}");
+                    list_of(&[pod("c", "api", "y:1", "")], "20")
+                }
+                _ => {
+                    // Hold later watches open: the test has seen what it needs.
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+            }
+        }
+    });
+    let mut changes = ClusterPods::new(client).changes();
+    let mut names = Vec::new();
+    while names.len() < 4 {
+        let change = tokio::time::timeout(std::time::Duration::from_secs(20), changes.next())
+            .await
+            .expect("the watch goes on")
+            .expect("the stream does not end");
+        names.push(match change {
+            PodChange::Relisted(pods) => format!(
+                "relisted {}",
+                pods.iter()
+                    .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            PodChange::Applied(pod) => {
+                format!("applied {}", pod["metadata"]["name"].as_str().unwrap())
+            }
+            PodChange::Deleted(uid) => format!("deleted {uid}"),
+        });
+    }
+    assert_eq!(
+        names,
+        ["relisted a,b", "applied c", "deleted uid-a", "relisted c"]
+    );
+    // A relisting replaces what re-judging knows: only `c` runs now.
+    let mut rejudger = Rejudger::new();
+    rejudger.apply(PodChange::Relisted(vec![
+        pod("a", "web", "x:1", ""),
+        pod("b", "web", "x:1", ""),
+    ]));
+    rejudger.apply(PodChange::Applied(pod("c", "api", "y:1", "")));
+    rejudger.apply(PodChange::Relisted(vec![pod("c", "api", "y:1", "")]));
+    assert_eq!(rejudger.pods(), 1);
+    server.abort();
+}
