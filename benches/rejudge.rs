@@ -98,5 +98,95 @@ fn rejudge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rejudge);
+/// Resident memory of this process, from `/proc/self/status` (0 where it cannot be read).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `units` ReplicaSets of `replicas` pods, each ReplicaSet running its own digest (reported in
+/// the pods' status as containerd spells it).
+fn running_cluster(units: usize, replicas: usize) -> Vec<Value> {
+    let mut pods = Vec::with_capacity(units * replicas);
+    for u in 0..units {
+        let digest = format!("sha256:{u:064x}");
+        let image = format!("registry.example/team/app{u}:1.0");
+        for r in 0..replicas {
+            pods.push(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": format!("app{u}-5d9f-{r}"), "namespace": format!("team{}", u % 20),
+                    "uid": format!("pod-{u}-{r}"),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": format!("app{u}-5d9f"), "uid": format!("rs-{u}"), "controller": true}]
+                },
+                "spec": {"containers": [{"name": "app", "image": image,
+                    "securityContext": {"runAsNonRoot": true, "allowPrivilegeEscalation": false},
+                    "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]},
+                "status": {"containerStatuses": [{"name": "app", "image": image,
+                    "imageID": format!("registry.example/team/app{u}@{digest}")}]}
+            }));
+        }
+    }
+    pods
+}
+
+/// The scale figures of issue 13: 30,000 pods over 3,000 digests held by the re-judging state,
+/// a full judgement of every unit, and one digest's change judged (what a new report costs
+/// after the poll and the settle delay). Printed once, then the change is benchmarked.
+fn event_driven(c: &mut Criterion) {
+    use portcullis::rejudge::{PodChange, Rejudger};
+    use portcullis::running::Trigger;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|err| panic!("runtime: {err}"));
+    let loaded = LoadedConfig::embedded().unwrap_or_else(|err| panic!("{err}"));
+    let engine = Engine::new(loaded, Arc::new(NoRegistry)).unwrap_or_else(|err| panic!("{err}"));
+    let pods = running_cluster(3000, 10);
+    let before = rss_kib();
+    let mut rejudger = Rejudger::new();
+    rejudger.apply(PodChange::Relisted(pods));
+    let held = rss_kib().saturating_sub(before);
+    let started = std::time::Instant::now();
+    let first = runtime.block_on(rejudger.judge_pending(&engine));
+    let full = started.elapsed();
+    eprintln!(
+        "event-driven: {} pods over {} digests in {} units; state (with the listing it was built \
+         from freed) {} KiB more RSS; first full judgement {:?} ({} verdicts); RSS now {} KiB",
+        rejudger.pods(),
+        rejudger.digests(),
+        rejudger.units(),
+        held,
+        full,
+        first.len(),
+        rss_kib()
+    );
+    let changed = format!("sha256:{:064x}", 7);
+    let mut group = c.benchmark_group("rejudge-event-driven");
+    group.sample_size(20);
+    group.bench_function("one-digest-change/30000-pods", |b| {
+        b.iter(|| {
+            rejudger.trigger(&Trigger::Scans(vec![changed.clone()]));
+            runtime.block_on(rejudger.judge_pending(&engine))
+        });
+    });
+    group.bench_function("reload/30000-pods", |b| {
+        b.iter(|| {
+            rejudger.trigger(&Trigger::Reload);
+            runtime.block_on(rejudger.judge_pending(&engine))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rejudge, event_driven);
 criterion_main!(benches);
