@@ -665,18 +665,21 @@ pub async fn pass(
 ) -> Result<PassSummary, AuditError> {
     let mut rejudger = Rejudger::new();
     let outputs = Outputs::policy_reports(reports.map(|w| Arc::new(w.clone())));
-    full_pass(state, pods, &mut rejudger, &outputs).await
+    full_pass(state, Some(pods), &mut rejudger, &outputs).await
 }
 
-/// Lists the pods (a fresh listing replaces the state's pods) and judges every unit.
+/// Judges every unit, after listing the pods when `pods` is given (a fresh listing replaces
+/// the state's pods; with a watch running, the watch keeps them and nothing is listed).
 async fn full_pass(
     state: &(impl RejudgeHost + ?Sized),
-    pods: &dyn RunningPods,
+    pods: Option<&dyn RunningPods>,
     rejudger: &mut Rejudger,
     outputs: &Outputs,
 ) -> Result<PassSummary, AuditError> {
-    let listed = pods.list().await?;
-    rejudger.apply(PodChange::Relisted(listed));
+    if let Some(pods) = pods {
+        let listed = pods.list().await?;
+        rejudger.apply(PodChange::Relisted(listed));
+    }
     let engine = state.engine();
     rejudger.poll(&engine);
     rejudger.trigger(&Trigger::Periodic);
@@ -703,6 +706,11 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut rejudger = Rejudger::new();
+        // Kept across passes while this replica leads: the watch's own listing and events
+        // keep the pods, so a full pass lists nothing more.
+        let mut watch: Option<BoxStream<'static, PodChange>> = None;
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let Some(settings) = state.engine().config().rejudge.clone() else {
                 tokio::time::sleep(IDLE_CHECK).await;
@@ -717,6 +725,7 @@ pub fn spawn(
                 state.metrics().set_rejudge_leader(false);
                 // A follower keeps no state: the new leader judges everything at once.
                 rejudger = Rejudger::new();
+                watch = None;
                 let waited = tokio::time::timeout(interval.min(IDLE_CHECK), leading.changed());
                 if let Ok(Err(_elector_gone)) = waited.await {
                     // Never spin: without an elector this replica stays a follower.
@@ -725,7 +734,12 @@ pub fn spawn(
                 continue;
             }
             state.metrics().set_rejudge_leader(true);
-            match full_pass(&state, pods.as_ref(), &mut rejudger, &outputs).await {
+            if watch.is_none() {
+                watch = pods.watch();
+            }
+            // Without a watch, every full pass lists the pods.
+            let list = watch.is_none().then_some(pods.as_ref() as &dyn RunningPods);
+            match full_pass(&state, list, &mut rejudger, &outputs).await {
                 Ok(summary) => tracing::info!(
                     pods = summary.pods,
                     workloads = summary.workloads,
@@ -741,7 +755,6 @@ pub fn spawn(
             }
             // Between full passes: follow changes until the interval ends or leadership is lost.
             let until = tokio::time::Instant::now() + interval;
-            let mut watch = pods.watch();
             let mut lost = false;
             let mut elector_gone = false;
             loop {
@@ -780,7 +793,9 @@ pub fn spawn(
                             watch = pods.watch();
                         }
                     },
-                    _ = tokio::time::sleep(POLL) => {
+                    // An interval, not a sleep per iteration: a busy pod watch must never
+                    // starve the look for new reports and reloads.
+                    _ = poll.tick() => {
                         let engine = state.engine();
                         if engine.config().rejudge.is_none() {
                             break;
@@ -812,7 +827,8 @@ pub fn spawn(
                 }
             }
             if lost {
-                continue;
+                rejudger = Rejudger::new();
+                watch = None;
             }
         }
     })
