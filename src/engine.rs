@@ -860,6 +860,15 @@ impl Engine {
             };
             entry.evidence = Some(result.clone());
             let now = compare.as_ref().and_then(result_of);
+            // A runtime may report the platform manifest it pulled from a multi-arch index:
+            // when that is a child of what the tag names now, the tag has not moved, and the
+            // index (what signatures are made on) is what is judged.
+            if let (Some(Ok(current)), Some(running)) = (now, judged.digest())
+                && current.children.values().any(|child| child == running)
+            {
+                entry.evidence = now.cloned();
+                continue;
+            }
             if let (Some(Ok(now)), Some(running), Some(mode)) =
                 (now, judged.digest(), running.and_then(|r| r.moved_tag))
                 && let Some(current) = now.digest.as_deref()

@@ -29,6 +29,9 @@ use crate::common::data_path;
 const VULNERABLE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 /// In `trivy/clean.json`.
 const CLEAN: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+/// A multi-arch index (`team/app:multi`) and its linux/amd64 manifest.
+const INDEX: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+const PLATFORM: &str = "sha256:4444444444444444444444444444444444444444444444444444444444444444";
 
 /// Resolves `team/app:1.0` to the clean digest and `team/app:2.0` to the clean one too; a
 /// reference with a digest is judged by that digest. Nothing is signed-checked here.
@@ -45,15 +48,22 @@ impl EvidenceSource for TagTable {
         let digest = match (image.digest(), image.tag()) {
             (Some(digest), _) => Some(digest.to_owned()),
             (None, Some("1.0" | "2.0")) => Some(CLEAN.to_owned()),
+            (None, Some("multi")) => Some(INDEX.to_owned()),
             (None, _) => None,
         };
         Box::pin(async move {
-            Ok(ImageEvidence::signatures_only(
-                digest,
+            let mut evidence = ImageEvidence::signatures_only(
+                digest.clone(),
                 SignatureEvidence::Verified {
                     signers: vec!["stand-in".into()],
                 },
-            ))
+            );
+            if digest.as_deref() == Some(INDEX) {
+                evidence
+                    .children
+                    .insert("linux/amd64".into(), PLATFORM.into());
+            }
+            Ok(evidence)
         })
     }
 }
@@ -149,6 +159,30 @@ async fn a_container_is_judged_by_the_digest_its_node_runs_and_a_moved_tag_names
         .unwrap();
     assert!(admitted[0].allowed, "{:?}", admitted[0]);
     assert!(admitted[0].findings.is_empty(), "{:?}", admitted[0]);
+}
+
+#[tokio::test]
+async fn a_node_running_the_platform_manifest_of_the_index_its_tag_names_has_no_moved_tag() {
+    let reports = tempfile::tempdir().unwrap();
+    let (engine, _trivy) = engine(reports.path());
+    let mut rejudger = Rejudger::new();
+    rejudger.apply(PodChange::Relisted(vec![pod(
+        "web-1",
+        "web-5b",
+        "127.0.0.1:5000/team/app:multi",
+        &format!("127.0.0.1:5000/team/app@{PLATFORM}"),
+    )]));
+    let changes = rejudger.judge_pending(&engine).await;
+    assert_eq!(changes.len(), 1);
+    let judged = &changes[0].1;
+    assert!(judged.allowed, "{judged:?}");
+    assert!(
+        judged
+            .findings
+            .iter()
+            .all(|f| f.rule != RULE_RUNNING_DIGEST),
+        "{judged:?}"
+    );
 }
 
 #[tokio::test]
