@@ -110,6 +110,7 @@ impl Progress {
         } else {
             indicatif::ProgressBar::hidden()
         };
+        bar.set_message("preparing");
         bar.enable_steady_tick(Duration::from_millis(120));
         Self(bar)
     }

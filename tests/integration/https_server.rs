@@ -528,9 +528,9 @@ async fn the_inventory_lists_judged_digests_and_filters_them() {
     );
 
     let (_, denied) = inventory("?verdict=denied").await;
-    assert_eq!(digests(&denied), [unsigned.clone()], "{denied}");
+    assert_eq!(digests(&denied), [unsigned], "{denied}");
     let (_, by_image) = inventory("?image=pause&verdict=allowed").await;
-    assert_eq!(digests(&by_image), [signed.clone()], "{by_image}");
+    assert_eq!(digests(&by_image), [signed], "{by_image}");
 
     let (status, error) = inventory("?verdict=maybe").await;
     assert_eq!(status, 400);
