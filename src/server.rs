@@ -157,17 +157,23 @@ struct InventoryAnswer<'a> {
 /// digests it judged. An unknown filter or value is a 400 with a JSON error.
 async fn inventory(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<Vec<(String, String)>>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let bad_request = |error: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "error": error })),
+        )
+            .into_response()
+    };
+    // A query string that does not even decode is answered in JSON too, like a bad filter.
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(err) => return bad_request(err.body_text()),
+    };
     let filter = match Filter::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         Ok(filter) => filter,
-        Err(err) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({ "error": err.to_string() })),
-            )
-                .into_response();
-        }
+        Err(err) => return bad_request(err.to_string()),
     };
     axum::Json(InventoryAnswer {
         replica: &state.replica,
