@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::decision::Verdict;
-use crate::engine::{Engine, operation_name};
+use crate::engine::{Engine, Observed, operation_name};
+use crate::inventory::Inventory;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -141,6 +142,18 @@ pub async fn judge(
     deadline: Instant,
     priority: crate::evidence::Priority,
 ) -> (AdmissionReview<DynamicObject>, Verdict) {
+    let (review, observed) = judge_observed(engine, request, deadline, priority).await;
+    (review, observed.verdict)
+}
+
+/// [`judge`], also returning the judged subject (its image sites with their evidence), for
+/// the inventory.
+pub async fn judge_observed(
+    engine: &Engine,
+    request: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+    priority: crate::evidence::Priority,
+) -> (AdmissionReview<DynamicObject>, Observed) {
     let started = Instant::now();
     let span = tracing::info_span!(
         "review",
@@ -152,10 +165,11 @@ pub async fn judge(
         dry_run = request.dry_run,
         verdict = tracing::field::Empty,
     );
-    let verdict = engine
-        .review(request, deadline, priority)
+    let observed = engine
+        .review_observed(request, deadline, priority, None)
         .instrument(span.clone())
         .await;
+    let verdict = &observed.verdict;
     span.record("verdict", verdict.outcome.as_str());
     span.in_scope(|| {
         // Never log the object itself (Secrets pass through admission); rules and images only.
@@ -175,7 +189,53 @@ pub async fn judge(
             tracing::debug!(finding, "finding");
         }
     });
-    (respond(request, &verdict), verdict)
+    (respond(request, verdict), observed)
+}
+
+/// Records a judged review in `inventory` under `Kind namespace/name`. Dry-run reviews are
+/// recorded too: the inventory says what was judged, and a dry run was judged like any
+/// other request.
+pub fn observe(
+    inventory: &Inventory,
+    engine: &Engine,
+    request: &AdmissionRequest<DynamicObject>,
+    observed: &Observed,
+) {
+    let Some(subject) = &observed.subject else {
+        return;
+    };
+    inventory.observe(
+        subject,
+        &observed.verdict,
+        &workload_label(&subject.kind, &subject.namespace, &subject.name, request),
+        engine.identity(),
+        engine.clock().now(),
+    );
+}
+
+/// `Kind namespace/name`, `Kind name` when cluster-scoped; an object the API server has not
+/// named yet (`generateName`) is labelled by its generate name with a trailing `*`.
+pub fn workload_label(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    request: &AdmissionRequest<DynamicObject>,
+) -> String {
+    let name = if name.is_empty() {
+        let generated = request
+            .object
+            .as_ref()
+            .and_then(|o| o.metadata.generate_name.as_deref())
+            .unwrap_or("");
+        format!("{generated}*")
+    } else {
+        name.to_owned()
+    };
+    if namespace.is_empty() {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {namespace}/{name}")
+    }
 }
 
 /// A JSON document in which no object repeats a key (checked while reading, nothing kept).

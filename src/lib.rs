@@ -32,8 +32,8 @@ pub mod server;
 pub mod tls;
 
 pub use portcullis_core::{
-    clock, config, decision, exceptions, notation_trust, pinning, reference, running, subject,
-    timeutil, workload,
+    clock, config, decision, exceptions, inventory, notation_trust, pinning, reference, running,
+    subject, timeutil, workload,
 };
 pub use portcullis_evidence::{
     credentials, notation, registry, registry_evidence, signature, trust_refresh, watch,

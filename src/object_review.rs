@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::decision::Outcome;
 use crate::engine::Engine;
+use crate::inventory::Inventory;
 use crate::object_files::{self, ManifestError, ManifestObject};
 use crate::policy::Finding;
 
@@ -276,6 +277,28 @@ pub async fn judge_objects(
     objects: &[ManifestObject],
     uid_prefix: &str,
 ) -> Result<Vec<Judged>, AuditError> {
+    judge_each(engine, objects, uid_prefix, None, &mut |_| {}).await
+}
+
+/// [`judge_objects`], also recording each judged object's image sites in `inventory` and
+/// calling `on_judged` with the number judged so far after each one (audit's progress).
+pub async fn judge_objects_observed(
+    engine: &Engine,
+    objects: &[ManifestObject],
+    uid_prefix: &str,
+    inventory: &Inventory,
+    on_judged: &mut (dyn FnMut(usize) + Send),
+) -> Result<Vec<Judged>, AuditError> {
+    judge_each(engine, objects, uid_prefix, Some(inventory), on_judged).await
+}
+
+async fn judge_each(
+    engine: &Engine,
+    objects: &[ManifestObject],
+    uid_prefix: &str,
+    inventory: Option<&Inventory>,
+    on_judged: &mut (dyn FnMut(usize) + Send),
+) -> Result<Vec<Judged>, AuditError> {
     let mut results = Vec::with_capacity(objects.len());
     for (index, object) in objects.iter().enumerate() {
         let request = object
@@ -285,13 +308,17 @@ pub async fn judge_objects(
                 message: err.to_string(),
             })?;
         let deadline = tokio::time::Instant::now() + engine.budget(None);
-        let (_, verdict) = crate::admission::judge(
+        let (_, observed) = crate::admission::judge_observed(
             engine,
             &request,
             deadline,
             crate::evidence::Priority::Background,
         )
         .await;
+        if let Some(inventory) = inventory {
+            crate::admission::observe(inventory, engine, &request, &observed);
+        }
+        let verdict = observed.verdict;
         results.push(Judged {
             origin: object.origin.clone(),
             object: object.display(),
@@ -301,6 +328,7 @@ pub async fn judge_objects(
             warnings: verdict.warnings,
             findings: verdict.findings,
         });
+        on_judged(index + 1);
     }
     Ok(results)
 }

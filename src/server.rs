@@ -1,6 +1,6 @@
 //! The HTTP side: the TLS webhook router (`POST /validate`, and `POST /mutate` for opt-in
 //! digest pinning, behind the same guards), the plain-HTTP probe router
-//! (`/healthz`, `/readyz`, `/metrics`), body limits and the bound on buffered bodies, the API
+//! (`/healthz`, `/readyz`, `/metrics`, `/inventory`), body limits and the bound on buffered bodies, the API
 //! server's `?timeout=` (which also bounds reading the body), hot reload of configuration and
 //! certificates, and graceful drain. Connections themselves are in `connections`.
 
@@ -29,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::admission::{self, ErrorBody};
 use crate::config::LoadedConfig;
 use crate::engine::{Engine, EngineBuildError, EngineBuilder};
+use crate::inventory::{Filter, Inventory};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 use crate::watch::{FileChanges, WatchError};
@@ -46,6 +47,10 @@ pub struct AppState {
     /// read at start-up).
     body_bytes: Arc<Semaphore>,
     body_bytes_bound: usize,
+    /// What this replica has judged, per digest (`GET /inventory`).
+    inventory: Arc<Inventory>,
+    /// The name `/inventory` gives this replica (`POD_NAME`, else the host name).
+    replica: String,
 }
 
 impl AppState {
@@ -63,7 +68,14 @@ impl AppState {
             ready: AtomicBool::new(false),
             body_bytes: Arc::new(Semaphore::new(body_bytes_bound)),
             body_bytes_bound,
+            inventory: Arc::new(Inventory::default()),
+            replica: replica_name(),
         })
+    }
+
+    /// What this replica has judged, per digest.
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
     }
 
     /// Bytes of request bodies held now.
@@ -93,6 +105,20 @@ impl AppState {
     }
 }
 
+/// `POD_NAME` (the chart sets it from the downward API), else the host name, else `unknown`.
+fn replica_name() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .filter_map(|key| std::env::var(key).ok())
+        .chain(
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned()),
+        )
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn rego_policy_count(engine: &Engine) -> i64 {
     engine.rego().map_or(0, |rego| {
         i64::try_from(rego.packages().iter().filter(|p| p.is_policy()).count()).unwrap_or(0)
@@ -113,7 +139,49 @@ pub fn probe_router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/inventory", get(inventory))
         .with_state(state)
+}
+
+/// What `GET /inventory` answers.
+#[derive(serde::Serialize)]
+struct InventoryAnswer<'a> {
+    replica: &'a str,
+    /// Never complete: each replica holds only what it judged.
+    complete: bool,
+    note: &'static str,
+    digests: Vec<crate::inventory::DigestRecord>,
+}
+
+/// `GET /inventory?verdict=denied&namespace=team-a&image=nginx`: this replica's view of the
+/// digests it judged. An unknown filter or value is a 400 with a JSON error.
+async fn inventory(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let bad_request = |error: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "error": error })),
+        )
+            .into_response()
+    };
+    // A query string that does not even decode is answered in JSON too, like a bad filter.
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(err) => return bad_request(err.body_text()),
+    };
+    let filter = match Filter::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        Ok(filter) => filter,
+        Err(err) => return bad_request(err.to_string()),
+    };
+    axum::Json(InventoryAnswer {
+        replica: &state.replica,
+        complete: false,
+        note: "this replica's view: reviews it answered and, on the re-judging leader, every running digest",
+        digests: state.inventory.query(&filter),
+    })
+    .into_response()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -359,13 +427,15 @@ async fn validate(
         Ok(read) => read,
         Err(answer) => return answer,
     };
-    let (review, verdict) = admission::judge(
+    let (review, observed) = admission::judge_observed(
         &read.engine,
         &read.request,
         read.deadline,
         crate::evidence::Priority::Admission,
     )
     .await;
+    admission::observe(&state.inventory, &read.engine, &read.request, &observed);
+    let verdict = observed.verdict;
     let (kind, operation) = review_labels(&read.request);
     state.metrics.record_review(
         verdict.outcome.as_str(),

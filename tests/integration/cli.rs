@@ -339,14 +339,22 @@ fn audit_judges_a_pod_dump_once_per_controller_and_exits_1_when_something_would_
         "--from-file",
         &data("cluster/pods.json"),
     ]);
-    let results: Value = serde_json::from_slice(&json.stdout).unwrap();
-    let allowed: Vec<bool> = results
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let allowed: Vec<bool> = report["results"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["allowed"].as_bool().unwrap())
         .collect();
     assert_eq!(allowed, [true, false]);
+    // No image policy resolves these tags, so no digest is known: the inventory is empty.
+    assert_eq!(report["images"], serde_json::json!([]), "{report}");
+    // Not a terminal: no progress bar, only the summary line.
+    assert!(
+        !stderr(&json).contains("objects judged"),
+        "{}",
+        stderr(&json)
+    );
 }
 
 #[test]
@@ -449,4 +457,34 @@ fn a_deprecated_key_is_a_warning_from_config_validate_and_from_check() {
         logged.contains("maxSeverity is deprecated") && logged.contains("denyAtOrAbove: HIGH"),
         "{logged}"
     );
+}
+
+#[test]
+fn audit_lists_the_image_digests_it_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let dump = dir.path().join("pods.json");
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": "pinned", "namespace": "shop"},
+         "spec": {"containers": [{"name": "app", "image": format!("registry.k8s.io/pause@{digest}")}]}}
+    ]});
+    std::fs::write(&dump, pod.to_string()).unwrap();
+
+    let json = run(&["audit", "-o", "json", "--from-file", dump.to_str().unwrap()]);
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["results"].as_array().unwrap().len(), 1, "{report}");
+    let image = &report["images"][0];
+    assert_eq!(image["digest"], digest.as_str(), "{report}");
+    assert_eq!(image["workloads"][0], "Pod shop/pinned", "{report}");
+    assert_eq!(
+        image["verdict"]["outcome"], report["results"][0]["outcome"],
+        "{report}"
+    );
+
+    let table = run(&["audit", "--from-file", dump.to_str().unwrap()]);
+    let table = stdout(&table);
+    assert!(table.contains("DIGEST"), "{table}");
+    assert!(table.contains("sha256:aaaaaaaaaaaa "), "{table}");
+    assert!(table.contains("Pod shop/pinned"), "{table}");
 }

@@ -427,3 +427,116 @@ async fn configuration_changes_are_applied_and_a_broken_one_is_refused() {
     );
     running.shutdown().await.unwrap();
 }
+
+/// Evidence with a digest per repository: images from registry.k8s.io are signed, others not.
+#[derive(Debug)]
+struct SignedByRegistry;
+
+impl EvidenceSource for SignedByRegistry {
+    fn gather<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        _: &'a [&'a ImagePolicy],
+        _: &'a GatherContext,
+    ) -> EvidenceFuture<'a> {
+        let trusted = image.registry() == "registry.k8s.io";
+        let digest = format!(
+            "sha256:{}",
+            if trusted {
+                "a".repeat(64)
+            } else {
+                "b".repeat(64)
+            }
+        );
+        Box::pin(async move {
+            let signatures = if trusted {
+                SignatureEvidence::Verified {
+                    signers: vec!["key release".into()],
+                }
+            } else {
+                SignatureEvidence::Unverified {
+                    reason: "no signature".into(),
+                }
+            };
+            Ok(ImageEvidence::signatures_only(Some(digest), signatures))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_lists_judged_digests_and_filters_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "imagePolicies:\n  - name: signed\n    images: [\"**\"]\n    \
+                  signatures: {keys: [{pem: \"-----BEGIN PUBLIC KEY-----\"}]}\n";
+    let (webhook, probe) = listeners();
+    install_crypto_provider();
+    let running = server::start(
+        webhook,
+        probe,
+        engine_with(Some(config), Arc::new(SignedByRegistry)),
+        builder(Arc::new(SignedByRegistry)),
+        options(
+            TlsSource::Generated {
+                dns_names: vec![],
+                ca_out: dir.path().join("ca.pem"),
+            },
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let client = client_trusting(&std::fs::read_to_string(dir.path().join("ca.pem")).unwrap());
+    for fixture in ["deployment-compliant", "deployment-nginx-untagged"] {
+        assert_eq!(validate(&client, &running, fixture).await.status(), 200);
+    }
+    let plain = reqwest::Client::new();
+    let inventory = |query: &'static str| {
+        let plain = plain.clone();
+        let url = format!("http://{}/inventory{query}", running.probe_addr);
+        async move {
+            let response = plain.get(url).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let digests = |answer: &Value| -> Vec<String> {
+        answer["digests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let signed = format!("sha256:{}", "a".repeat(64));
+    let unsigned = format!("sha256:{}", "b".repeat(64));
+
+    let (status, all) = inventory("").await;
+    assert_eq!(status, 200);
+    assert_eq!(all["complete"], false);
+    assert!(all["replica"].as_str().is_some_and(|r| !r.is_empty()));
+    assert_eq!(digests(&all), [unsigned.clone(), signed.clone()], "{all}");
+    let pause = &all["digests"][1];
+    assert_eq!(pause["references"][0], "registry.k8s.io/pause:3.10");
+    assert_eq!(pause["signatureState"], "verified");
+    assert_eq!(pause["verdict"]["outcome"], "allowed");
+    assert!(
+        pause["workloads"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Deployment "),
+        "{pause}"
+    );
+
+    let (_, denied) = inventory("?verdict=denied").await;
+    assert_eq!(digests(&denied), [unsigned], "{denied}");
+    let (_, by_image) = inventory("?image=pause&verdict=allowed").await;
+    assert_eq!(digests(&by_image), [signed], "{by_image}");
+
+    let (status, error) = inventory("?verdict=maybe").await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"].as_str().unwrap().contains("maybe"),
+        "{error}"
+    );
+    running.shutdown().await.unwrap();
+}

@@ -12,6 +12,7 @@ pub mod config;
 pub mod decision;
 pub mod evidence;
 pub mod exceptions;
+pub mod inventory;
 pub mod notation_trust;
 pub mod pinning;
 pub mod policy;
