@@ -30,6 +30,7 @@ mod registry_faults;
 mod registry_on_loopback;
 mod rego_policies;
 mod rejudge;
+mod rejudge_serve_with_standin_apiserver;
 mod running_digests;
 mod scans_and_lifecycle;
 mod server_guards;
