@@ -54,6 +54,10 @@ pub struct PassSummary {
 pub trait RejudgeHost: Send + Sync {
     fn engine(&self) -> Arc<Engine>;
     fn metrics(&self) -> &Metrics;
+    /// Where running digests are recorded (`GET /inventory`), when the host keeps one.
+    fn inventory(&self) -> Option<&crate::inventory::Inventory> {
+        None
+    }
 }
 
 impl<T: RejudgeHost + ?Sized> RejudgeHost for Arc<T> {
@@ -62,6 +66,9 @@ impl<T: RejudgeHost + ?Sized> RejudgeHost for Arc<T> {
     }
     fn metrics(&self) -> &Metrics {
         (**self).metrics()
+    }
+    fn inventory(&self) -> Option<&crate::inventory::Inventory> {
+        (**self).inventory()
     }
 }
 
@@ -304,6 +311,16 @@ impl Rejudger {
     /// Judges every pending unit with `engine`, each by the digests its pods run, and
     /// returns the units whose verdict changed, with their judgement.
     pub async fn judge_pending(&mut self, engine: &Engine) -> Vec<(VerdictChangeOf, Judged)> {
+        self.judge_pending_into(engine, None).await
+    }
+
+    /// [`Rejudger::judge_pending`], recording every judged unit's running digests in
+    /// `inventory` (workload: the unit's label).
+    pub async fn judge_pending_into(
+        &mut self,
+        engine: &Engine,
+        inventory: Option<&crate::inventory::Inventory>,
+    ) -> Vec<(VerdictChangeOf, Judged)> {
         let moved_tag = engine
             .config()
             .rejudge
@@ -316,11 +333,20 @@ impl Rejudger {
                 continue;
             };
             let running = RunningDigests::new(&running_containers(pod), moved_tag);
-            let Some((target, judged, waived)) =
+            let Some((target, judged, waived, subject)) =
                 judge_unit(engine, pod, &running, index, &self.state, &unit).await
             else {
                 continue;
             };
+            if let (Some(inventory), Some((subject, verdict))) = (inventory, &subject) {
+                inventory.observe(
+                    subject,
+                    verdict,
+                    &target.label,
+                    engine.identity(),
+                    engine.clock().now(),
+                );
+            }
             let verdict = unit_verdict(&judged, waived);
             if let Some(change) = self.state.record(&unit, verdict) {
                 changes.push((
@@ -381,7 +407,7 @@ async fn judge_unit(
     index: usize,
     state: &RunningState,
     unit: &UnitKey,
-) -> Option<(AuditTarget, Judged, BTreeSet<String>)> {
+) -> Option<(AuditTarget, Judged, BTreeSet<String>, Option<Observation>)> {
     let object = crate::object_files::from_value(pod.clone(), "cluster")
         .ok()?
         .into_iter()
@@ -401,17 +427,19 @@ async fn judge_unit(
             owner.name
         );
     }
-    let judged = judge_object(engine, &object, running, index).await;
-    let waived = judged.1;
-    Some((target, judged.0, waived))
+    let (judged, waived, observed) = judge_object(engine, &object, running, index).await;
+    Some((target, judged, waived, observed))
 }
+
+/// What a judgement was decided on, for the inventory.
+type Observation = (Arc<crate::subject::ReviewSubject>, crate::decision::Verdict);
 
 async fn judge_object(
     engine: &Engine,
     object: &ManifestObject,
     running: &RunningDigests,
     index: usize,
-) -> (Judged, BTreeSet<String>) {
+) -> (Judged, BTreeSet<String>, Option<Observation>) {
     let request = match object.as_admission_request(&format!("portcullis-rejudge-{index}")) {
         Ok(request) => request,
         Err(err) => {
@@ -427,6 +455,7 @@ async fn judge_object(
                     findings: Vec::new(),
                 },
                 BTreeSet::new(),
+                None,
             );
         }
     };
@@ -439,6 +468,9 @@ async fn judge_object(
             Some(running),
         )
         .await;
+    let observation = observed
+        .subject
+        .map(|subject| (subject, observed.verdict.clone()));
     let verdict = observed.verdict;
     let waived = verdict
         .audit_annotations
@@ -459,6 +491,7 @@ async fn judge_object(
             findings: verdict.findings,
         },
         waived,
+        observation,
     )
 }
 
@@ -683,7 +716,9 @@ async fn full_pass(
     let engine = state.engine();
     rejudger.poll(&engine);
     rejudger.trigger(&Trigger::Periodic);
-    let changes = rejudger.judge_pending(&engine).await;
+    let changes = rejudger
+        .judge_pending_into(&engine, state.inventory())
+        .await;
     let summary = publish(state, rejudger, &changes, outputs, true).await;
     state.metrics().record_rejudge_pass();
     Ok(summary)
@@ -709,6 +744,9 @@ pub fn spawn(
         // Kept across passes while this replica leads: the watch's own listing and events
         // keep the pods, so a full pass lists nothing more.
         let mut watch: Option<BoxStream<'static, PodChange>> = None;
+        // Whether the watch has delivered its listing (until then a full pass would judge
+        // an empty cluster).
+        let mut listed = false;
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -736,6 +774,35 @@ pub fn spawn(
             state.metrics().set_rejudge_leader(true);
             if watch.is_none() {
                 watch = pods.watch();
+                listed = false;
+            }
+            // A full pass needs the watch's first listing: judging an empty state would
+            // prune every report of the cluster. Wait for it (within the interval).
+            if !listed && let Some(stream) = watch.as_mut() {
+                let first_listing = async {
+                    while let Some(change) = stream.next().await {
+                        let relisted = matches!(change, PodChange::Relisted(_));
+                        rejudger.apply(change);
+                        if relisted {
+                            return true;
+                        }
+                    }
+                    false
+                };
+                match tokio::time::timeout(interval.min(IDLE_CHECK), first_listing).await {
+                    Ok(true) => listed = true,
+                    Ok(false) | Err(_) => {
+                        state.metrics().record_rejudge_failure();
+                        tracing::error!(
+                            "the pod watch has not listed the pods yet (is the API server \
+                             reachable, and may portcullis list and watch pods?); retrying"
+                        );
+                        watch = None;
+                        // Never spin on a watch that ends at once.
+                        tokio::time::sleep(POLL).await;
+                        continue;
+                    }
+                }
             }
             // Without a watch, every full pass lists the pods.
             let list = watch.is_none().then_some(pods.as_ref() as &dyn RunningPods);
@@ -815,7 +882,9 @@ pub fn spawn(
                     .await;
                     let engine = state.engine();
                     rejudger.poll(&engine);
-                    let changes = rejudger.judge_pending(&engine).await;
+                    let changes = rejudger
+                        .judge_pending_into(&engine, state.inventory())
+                        .await;
                     if !changes.is_empty() {
                         let summary = publish(&state, &rejudger, &changes, &outputs, false).await;
                         tracing::info!(

@@ -833,6 +833,9 @@ impl crate::rejudge::RejudgeHost for AppState {
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+    fn inventory(&self) -> Option<&crate::inventory::Inventory> {
+        Some(AppState::inventory(self))
+    }
 }
 
 #[cfg(test)]

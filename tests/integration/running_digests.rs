@@ -131,7 +131,21 @@ async fn a_container_is_judged_by_the_digest_its_node_runs_and_a_moved_tag_names
     let mut rejudger = Rejudger::new();
     rejudger.apply(PodChange::Relisted(vec![running]));
     rejudger.poll(&engine);
-    let changes = rejudger.judge_pending(&engine).await;
+    let inventory = portcullis::inventory::Inventory::default();
+    let changes = rejudger.judge_pending_into(&engine, Some(&inventory)).await;
+    // The inventory lists the digest the node runs, not the one the tag names now.
+    let record = inventory
+        .get(VULNERABLE)
+        .expect("the running digest is inventoried");
+    assert!(
+        record
+            .workloads
+            .iter()
+            .any(|w| w.contains("ReplicaSet shop/web-5b")),
+        "{:?}",
+        record.workloads
+    );
+    assert!(inventory.get(CLEAN).is_none());
     assert_eq!(changes.len(), 1, "{changes:?}");
     let judged = &changes[0].1;
     assert!(!judged.allowed, "{judged:?}");

@@ -515,7 +515,7 @@ mod tests {
         state.upsert_pod("p2", db.clone());
         assert_eq!(
             state.affected(&Trigger::Scans(vec![A.into()])),
-            [web.clone()]
+            std::slice::from_ref(&web)
         );
         assert!(
             state
