@@ -171,6 +171,15 @@ async fn inventory(
         Ok(query) => query,
         Err(err) => return bad_request(err.body_text()),
     };
+    if !state.engine().config().inventory.enabled {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": "the inventory is off: set inventory.enabled: true in portcullis's configuration"
+            })),
+        )
+            .into_response();
+    }
     let filter = match Filter::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         Ok(filter) => filter,
         Err(err) => return bad_request(err.to_string()),
@@ -434,7 +443,9 @@ async fn validate(
         crate::evidence::Priority::Admission,
     )
     .await;
-    admission::observe(&state.inventory, &read.engine, &read.request, &observed);
+    if read.engine.config().inventory.enabled {
+        admission::observe(&state.inventory, &read.engine, &read.request, &observed);
+    }
     let verdict = observed.verdict;
     let (kind, operation) = review_labels(&read.request);
     state.metrics.record_review(
@@ -834,7 +845,11 @@ impl crate::rejudge::RejudgeHost for AppState {
         &self.metrics
     }
     fn inventory(&self) -> Option<&crate::inventory::Inventory> {
-        Some(AppState::inventory(self))
+        AppState::engine(self)
+            .config()
+            .inventory
+            .enabled
+            .then(|| AppState::inventory(self).as_ref())
     }
 }
 

@@ -466,7 +466,7 @@ impl EvidenceSource for SignedByRegistry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inventory_lists_judged_digests_and_filters_them() {
     let dir = tempfile::tempdir().unwrap();
-    let config = "imagePolicies:\n  - name: signed\n    images: [\"**\"]\n    \
+    let config = "inventory: {enabled: true}\nimagePolicies:\n  - name: signed\n    images: [\"**\"]\n    \
                   signatures: {keys: [{pem: \"-----BEGIN PUBLIC KEY-----\"}]}\n";
     let (webhook, probe) = listeners();
     install_crypto_provider();
@@ -537,6 +537,56 @@ async fn the_inventory_lists_judged_digests_and_filters_them() {
     assert!(
         error["error"].as_str().unwrap().contains("maybe"),
         "{error}"
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_inventory_is_off_unless_the_configuration_turns_it_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "imagePolicies:\n  - name: signed\n    images: [\"**\"]\n    \
+                  signatures: {keys: [{pem: \"-----BEGIN PUBLIC KEY-----\"}]}\n";
+    let (webhook, probe) = listeners();
+    install_crypto_provider();
+    let running = server::start(
+        webhook,
+        probe,
+        engine_with(Some(config), Arc::new(SignedByRegistry)),
+        builder(Arc::new(SignedByRegistry)),
+        options(
+            TlsSource::Generated {
+                dns_names: vec![],
+                ca_out: dir.path().join("ca.pem"),
+            },
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let client = client_trusting(&std::fs::read_to_string(dir.path().join("ca.pem")).unwrap());
+    assert_eq!(
+        validate(&client, &running, "deployment-compliant")
+            .await
+            .status(),
+        200
+    );
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/inventory", running.probe_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("inventory.enabled"),
+        "{error}"
+    );
+    assert!(
+        running.state.inventory().is_empty(),
+        "nothing recorded while off"
     );
     running.shutdown().await.unwrap();
 }

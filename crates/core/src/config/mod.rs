@@ -160,6 +160,20 @@ pub struct Config {
     /// Opt-in digest pinning of Pods by `POST /mutate` (off by default).
     #[serde(default)]
     pub pinning: PinningSettings,
+    /// Opt-in verified-image inventory (`GET /inventory` on the probe port; off by default).
+    #[serde(default)]
+    pub inventory: InventorySettings,
+}
+
+/// `inventory`: whether `serve` keeps the verified-image inventory and serves it. Off by
+/// default: the probe port is plain HTTP, and the inventory names signers, findings and
+/// workloads to whoever reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InventorySettings {
+    /// Record each judged digest (admission and re-judging) and serve `GET /inventory`.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 fn default_mode() -> Mode {
