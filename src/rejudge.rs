@@ -495,21 +495,25 @@ async fn judge_object(
     )
 }
 
-/// What of a judgement counts as "the verdict changed".
+/// What of a judgement counts as "the verdict changed": the outcome and which rule, in which
+/// mode, found something at which site — not the finding's text, which carries ages ("scanned
+/// 11d ago") that would make every day a change and every change an Event.
 fn unit_verdict(judged: &Judged, expiries: BTreeSet<String>) -> UnitVerdict {
     let mut findings: Vec<String> = judged
         .findings
         .iter()
         .map(|f| {
-            format!(
-                "{}@{}:{}",
-                f.rule,
-                f.mode.as_str(),
-                crate::decision::describe(f)
-            )
+            let site = match &f.subject {
+                crate::policy::Subject::Container {
+                    container, image, ..
+                } => format!("{container}={image}"),
+                crate::policy::Subject::Pod => "pod".to_owned(),
+            };
+            format!("{}@{}:{site}", f.rule, f.mode.as_str())
         })
         .collect();
     findings.sort();
+    findings.dedup();
     UnitVerdict {
         outcome: judged.outcome.as_str().to_owned(),
         findings,
@@ -901,4 +905,47 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::policy::{Finding, Subject};
+    use crate::workload::ContainerKind;
+
+    fn judged(found: &str, mode: Mode) -> Judged {
+        Judged {
+            origin: "cluster".into(),
+            object: "Pod shop/web-1".into(),
+            allowed: mode != Mode::Enforce,
+            outcome: if mode == Mode::Enforce {
+                Outcome::Denied
+            } else {
+                Outcome::Warned
+            },
+            message: None,
+            warnings: Vec::new(),
+            findings: vec![Finding {
+                rule: "vulnerability".into(),
+                subject: Subject::Container {
+                    container: "app".into(),
+                    kind: ContainerKind::Container,
+                    image: "team/app:1.0".into(),
+                },
+                found: found.into(),
+                fix: "rebuild".into(),
+                mode,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_finding_whose_text_only_ages_is_no_change_but_another_mode_is() {
+        let today = unit_verdict(&judged("scanned 11d ago", Mode::Enforce), BTreeSet::new());
+        let tomorrow = unit_verdict(&judged("scanned 12d ago", Mode::Enforce), BTreeSet::new());
+        assert_eq!(today, tomorrow);
+        let warned = unit_verdict(&judged("scanned 12d ago", Mode::Warn), BTreeSet::new());
+        assert_ne!(today, warned);
+    }
 }
