@@ -45,6 +45,13 @@ pub struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceRuleLabels {
+    pub namespace: String,
+    pub rule: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IdentityLabels {
     pub identity: String,
 }
@@ -72,6 +79,9 @@ pub struct Metrics {
     pub evidence_errors: Counter<u64, AtomicU64>,
     pub running_workloads: Family<OutcomeLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub running_findings: Family<RuleLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    /// The same findings by namespace too (bounded by namespaces × rules × modes).
+    pub running_namespace_findings:
+        Family<NamespaceRuleLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub rejudge_passes: Family<ResultLabels, Counter>,
     pub rego_policies: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub rejudge_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -163,6 +173,12 @@ impl Metrics {
             "running_findings",
             "Findings on running workloads at the last re-judging, by rule and mode",
             running_findings.clone(),
+        );
+        let running_namespace_findings = Family::default();
+        registry.register(
+            "running_namespace_findings",
+            "Findings on running workloads at the last re-judging, by namespace, rule and mode",
+            running_namespace_findings.clone(),
         );
         let rejudge_passes = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -258,6 +274,7 @@ impl Metrics {
             rejudge_events,
             running_workloads,
             running_findings,
+            running_namespace_findings,
             rejudge_passes,
             reviews,
             review_seconds,
@@ -278,6 +295,24 @@ impl Metrics {
         if was == 1 && !leading {
             self.running_workloads.clear();
             self.running_findings.clear();
+            self.running_namespace_findings.clear();
+        }
+    }
+
+    /// The running workloads' findings by (namespace, rule, mode); vanished ones are removed.
+    pub fn record_running_by_namespace(
+        &self,
+        findings: &std::collections::HashMap<(String, String, &'static str), usize>,
+    ) {
+        self.running_namespace_findings.clear();
+        for ((namespace, rule, mode), count) in findings {
+            self.running_namespace_findings
+                .get_or_create(&NamespaceRuleLabels {
+                    namespace: namespace.clone(),
+                    rule: rule.clone(),
+                    mode: (*mode).to_owned(),
+                })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
     }
 

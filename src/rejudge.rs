@@ -623,6 +623,19 @@ async fn publish(
     state
         .metrics()
         .record_running(&summary.by_outcome, &summary.findings);
+    let mut by_namespace: HashMap<(String, String, &'static str), usize> = HashMap::new();
+    for (target, result) in targets.iter().zip(&judged) {
+        for finding in &result.findings {
+            *by_namespace
+                .entry((
+                    target.object.namespace.clone(),
+                    finding.rule.clone(),
+                    finding.mode.as_str(),
+                ))
+                .or_default() += 1;
+        }
+    }
+    state.metrics().record_running_by_namespace(&by_namespace);
     let anything = full || !changes.is_empty();
     let policy_reports = settings.as_ref().is_some_and(|s| s.policy_reports);
     let open_reports = settings.as_ref().is_some_and(|s| s.open_reports);

@@ -124,6 +124,12 @@ async fn a_new_vulnerability_report_turns_a_running_workload_into_a_would_be_den
         "{metrics}"
     );
     assert!(
+        metrics.contains(
+            "portcullis_running_namespace_findings{namespace=\"shop\",rule=\"vulnerability\",mode=\"enforce\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("portcullis_rejudge_passes_total{result=\"ok\"} 2"),
         "{metrics}"
     );
