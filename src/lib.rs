@@ -17,6 +17,7 @@
 //! between crates (`evidence`, `policy`, `scan`), the facade module joins both halves.
 
 pub mod admission;
+pub mod admitted;
 pub mod cert_rotation;
 pub mod cli;
 pub mod connections;

@@ -58,6 +58,10 @@ pub trait RejudgeHost: Send + Sync {
     fn inventory(&self) -> Option<&crate::inventory::Inventory> {
         None
     }
+    /// What this replica's admissions resolved each pod site to, when the host keeps it.
+    fn admitted(&self) -> Option<&crate::admitted::AdmittedDigests> {
+        None
+    }
 }
 
 impl<T: RejudgeHost + ?Sized> RejudgeHost for Arc<T> {
@@ -69,6 +73,9 @@ impl<T: RejudgeHost + ?Sized> RejudgeHost for Arc<T> {
     }
     fn inventory(&self) -> Option<&crate::inventory::Inventory> {
         (**self).inventory()
+    }
+    fn admitted(&self) -> Option<&crate::admitted::AdmittedDigests> {
+        (**self).admitted()
     }
 }
 
