@@ -40,7 +40,24 @@ use crate::policy::lifecycle::{LifecycleFacts, build_time};
 use crate::policy::rego::{RegoBundle, RegoError};
 use crate::policy::{Finding, ImageEntry, Policy, PolicyInput, ScanState, Subject, builtin};
 use crate::reference::{GlobError, ImageGlobs, ImageRef, ReferenceError};
-use crate::running::{RULE_RUNNING_DIGEST, RunningDigests, moved_tag_fix, moved_tag_found};
+use crate::running::{
+    RULE_RUNNING_DIGEST, RunningDigests, admitted_digest_found, moved_tag_fix, moved_tag_found,
+    pinned_digest_found,
+};
+
+/// Per image entry: the reference judged, and what its running digest is compared with.
+type GatheredFor = (ImageRef, Vec<(Compared, ImageRef)>);
+
+/// What re-judging compares a running digest with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compared {
+    /// The spec's tag, resolved now.
+    TagNow,
+    /// The digest the spec pins.
+    SpecPin,
+    /// The digest admission resolved the reference to.
+    Admitted,
+}
 use crate::scan::{NoScans, ScanSource};
 use crate::subject::ReviewSubject;
 use crate::workload::{self, PodView};
@@ -791,8 +808,9 @@ impl Engine {
     ) -> (Vec<EvidenceError>, Vec<Finding>) {
         // Borrowed from the configuration in force, never copied per review.
         let mut wanted: Vec<(ImageRef, Vec<&ImagePolicy>)> = Vec::new();
-        // Per entry: the reference gathered for it, and the spec's tag to compare with.
-        let mut gathered_for: Vec<Option<(ImageRef, Option<ImageRef>)>> = Vec::new();
+        // Per entry: the reference gathered for it, and what to compare what runs with (the
+        // spec's tag resolved now, the digest the spec pins, the digest admission resolved).
+        let mut gathered_for: Vec<Option<GatheredFor>> = Vec::new();
         for entry in images.iter() {
             let Ok(image) = &entry.reference else {
                 gathered_for.push(None);
@@ -808,19 +826,32 @@ impl Engine {
                 gathered_for.push(None);
                 continue;
             }
-            let pinned = running
-                .and_then(|r| r.digest(entry.container_kind, &entry.container))
+            let runs = running.and_then(|r| r.digest(entry.container_kind, &entry.container));
+            let pinned = runs
                 .filter(|digest| image.digest() != Some(*digest) || image.tag().is_some())
                 .and_then(|digest| {
                     ImageRef::parse(&format!("{}@{digest}", image.repository_path())).ok()
                 });
-            let (judged, compare) = match pinned {
-                // A tag-only site: also resolve the tag now, to compare with what runs.
-                Some(pinned) if image.digest().is_none() => (pinned, Some(image.clone())),
-                Some(pinned) => (pinned, None),
-                None => (image.clone(), None),
-            };
-            for reference in std::iter::once(&judged).chain(compare.as_ref()) {
+            let mut compare = Vec::new();
+            if let Some(runs) = runs {
+                match image.digest() {
+                    // A tag-only site: also resolve the tag now, to compare with what runs.
+                    None => compare.push((Compared::TagNow, image.clone())),
+                    // A pinned site that runs another digest (not a platform child of it).
+                    Some(spec) if spec != runs => compare.push((Compared::SpecPin, image.clone())),
+                    Some(_) => {}
+                }
+                if let Some(admitted) = running
+                    .and_then(|r| r.admitted(entry.container_kind, &entry.container))
+                    .filter(|admitted| *admitted != runs && image.digest() != Some(*admitted))
+                    && let Ok(reference) =
+                        ImageRef::parse(&format!("{}@{admitted}", image.repository_path()))
+                {
+                    compare.push((Compared::Admitted, reference));
+                }
+            }
+            let judged = pinned.unwrap_or_else(|| image.clone());
+            for reference in std::iter::once(&judged).chain(compare.iter().map(|(_, r)| r)) {
                 if !wanted.iter().any(|(seen, _)| seen == reference) {
                     wanted.push((reference.clone(), matching.clone()));
                 }
@@ -851,6 +882,7 @@ impl Engine {
             .filter_map(|(_, result)| result.as_ref().err().cloned())
             .collect();
         let mut moved = Vec::new();
+        let mode = running.and_then(|r| r.moved_tag);
         for (entry, target) in images.iter_mut().zip(&gathered_for) {
             let Some((judged, compare)) = target else {
                 continue;
@@ -859,26 +891,47 @@ impl Engine {
                 continue;
             };
             entry.evidence = Some(result.clone());
-            let now = compare.as_ref().and_then(result_of);
-            // A runtime may report the platform manifest it pulled from a multi-arch index:
-            // when that is a child of what the tag names now, the tag has not moved, and the
-            // index (what signatures are made on) is what is judged.
-            if let (Some(Ok(current)), Some(running)) = (now, judged.digest())
-                && current.children.values().any(|child| child == running)
-            {
-                entry.evidence = now.cloned();
+            let Some(runs) = judged.digest() else {
                 continue;
-            }
-            if let (Some(Ok(now)), Some(running), Some(mode)) =
-                (now, judged.digest(), running.and_then(|r| r.moved_tag))
-                && let Some(current) = now.digest.as_deref()
-                && current != running
-            {
-                let written = entry
-                    .reference
-                    .as_ref()
-                    .map(|r| r.written().to_owned())
-                    .unwrap_or_default();
+            };
+            let written = entry
+                .reference
+                .as_ref()
+                .map(|r| r.written().to_owned())
+                .unwrap_or_default();
+            // One finding per other digest: a tag admitted as X that names X now is one move.
+            let mut reported: Vec<&str> = Vec::new();
+            for (compared, reference) in compare {
+                let Some(Ok(now)) = result_of(reference) else {
+                    // Cannot resolve what to compare with: the judgement of what runs stands
+                    // (the registry failure is judged on its own where it matters).
+                    continue;
+                };
+                // A runtime may report the platform manifest it pulled from a multi-arch
+                // index: when that is a child of what is compared with, nothing moved, and
+                // the index (what signatures are made on) is what is judged.
+                if now.children.values().any(|child| child == runs) {
+                    if *compared != Compared::Admitted {
+                        entry.evidence = Some(Ok(now.clone()));
+                    }
+                    continue;
+                }
+                let Some(other) = now
+                    .digest
+                    .as_deref()
+                    .filter(|other| *other != runs && !reported.contains(other))
+                else {
+                    continue;
+                };
+                reported.push(other);
+                let Some(mode) = mode else {
+                    continue;
+                };
+                let found = match compared {
+                    Compared::TagNow => moved_tag_found(&written, runs, other),
+                    Compared::SpecPin => pinned_digest_found(&written, runs),
+                    Compared::Admitted => admitted_digest_found(&written, runs, other),
+                };
                 moved.push(Finding {
                     rule: RULE_RUNNING_DIGEST.into(),
                     subject: Subject::Container {
@@ -886,7 +939,7 @@ impl Engine {
                         kind: entry.container_kind,
                         image: written.clone(),
                     },
-                    found: moved_tag_found(&written, running, current),
+                    found,
                     fix: moved_tag_fix(&written),
                     mode,
                 });

@@ -162,6 +162,118 @@ impl ClusterPods {
     }
 }
 
+/// The kinds whose owners re-judging follows: a ReplicaSet's Deployment, a Job's CronJob
+/// (other controllers — DaemonSets, StatefulSets — own their pods directly).
+pub const OWNER_KINDS: [&str; 2] = ["ReplicaSet", "Job"];
+
+impl ClusterPods {
+    /// The controlling owners of every ReplicaSet and Job, as a stream of changes (metadata
+    /// only: `get`/`list`/`watch` on `replicasets` and `jobs`, what the chart grants). A kind
+    /// that cannot be listed (RBAC, not served) is reported once as unavailable; the watch
+    /// keeps retrying with backoff, and a later listing fills its chains in.
+    pub fn owner_changes(
+        &self,
+    ) -> futures_util::stream::BoxStream<'static, crate::rejudge::PodChange> {
+        use futures_util::StreamExt;
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        use k8s_openapi::api::batch::v1::Job;
+        use kube::core::PartialObjectMeta;
+        let replicasets = owner_watch(
+            Api::<PartialObjectMeta<ReplicaSet>>::all(self.client.clone()),
+            "ReplicaSet",
+        );
+        let jobs = owner_watch(
+            Api::<PartialObjectMeta<Job>>::all(self.client.clone()),
+            "Job",
+        );
+        futures_util::stream::select(replicasets, jobs).boxed()
+    }
+}
+
+fn owner_watch<K>(
+    api: Api<kube::core::PartialObjectMeta<K>>,
+    kind: &'static str,
+) -> futures_util::stream::BoxStream<'static, crate::rejudge::PodChange>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default + Clone + Eq + std::hash::Hash,
+{
+    use futures_util::StreamExt;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{self, Event};
+
+    use crate::rejudge::PodChange;
+    use crate::running::{Owner, OwnerLink};
+    let link = move |object: PartialObjectMeta<K>| {
+        let meta = object.metadata;
+        OwnerLink {
+            namespace: meta.namespace.unwrap_or_default(),
+            kind: kind.to_owned(),
+            name: meta.name.unwrap_or_default(),
+            controller: meta
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| Owner {
+                    api_version: o.api_version,
+                    kind: o.kind,
+                    name: o.name,
+                    uid: o.uid,
+                }),
+        }
+    };
+    let mut listing: Vec<OwnerLink> = Vec::new();
+    let mut listed = false;
+    let mut reported = false;
+    watcher::watcher(api, watcher::Config::default().page_size(PAGE_SIZE))
+        .default_backoff()
+        .filter_map(move |event| {
+            let change = match event {
+                Ok(Event::Init) => {
+                    listing.clear();
+                    None
+                }
+                Ok(Event::InitApply(object)) => {
+                    listing.push(link(object));
+                    None
+                }
+                Ok(Event::InitDone) => {
+                    listed = true;
+                    Some(PodChange::OwnersRelisted {
+                        kind: kind.to_owned(),
+                        owners: std::mem::take(&mut listing),
+                    })
+                }
+                Ok(Event::Apply(object)) => Some(PodChange::OwnerApplied(link(object))),
+                Ok(Event::Delete(object)) => {
+                    let gone = link(object);
+                    Some(PodChange::OwnerDeleted {
+                        namespace: gone.namespace,
+                        kind: gone.kind,
+                        name: gone.name,
+                    })
+                }
+                Err(err) if !listed && !reported => {
+                    reported = true;
+                    tracing::warn!(
+                        error = %err,
+                        "cannot list {kind}s: Events and reports name the {kind} instead of \
+                         the workload that owns it (may portcullis list and watch them?); retrying"
+                    );
+                    Some(PodChange::OwnersUnavailable(kind.to_owned()))
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "the {kind} watch failed; retrying");
+                    None
+                }
+            };
+            std::future::ready(change)
+        })
+        .boxed()
+}
+
 /// One object to judge, standing for `count` running pods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditTarget {

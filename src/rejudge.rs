@@ -28,6 +28,8 @@ use crate::running::{
 
 /// How often a disabled re-judging task looks again whether a reload enabled it.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
+/// How long the first full pass waits for the owner watches' listings after the pods'.
+const OWNER_GRACE: Duration = Duration::from_secs(5);
 /// How often the leader looks for a reload, a changed scan report or an expired exception.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -124,6 +126,21 @@ pub enum PodChange {
     Deleted(String),
     /// The watch (re)started: these are all the pods there are.
     Relisted(Vec<Value>),
+    /// The owner watch of a kind (ReplicaSet, Job) listed: these are all its objects' owners.
+    OwnersRelisted {
+        kind: String,
+        owners: Vec<crate::running::OwnerLink>,
+    },
+    /// A ReplicaSet or Job appeared or changed owner.
+    OwnerApplied(crate::running::OwnerLink),
+    /// A ReplicaSet or Job is gone.
+    OwnerDeleted {
+        namespace: String,
+        kind: String,
+        name: String,
+    },
+    /// The owner watch of a kind cannot list (RBAC, not served): chains stay one hop.
+    OwnersUnavailable(String),
 }
 
 /// The pods as a stream of changes. `ClusterPods` watches; a source without a watch returns
@@ -132,11 +149,19 @@ pub trait WatchedPods: RunningPods {
     fn watch(&self) -> Option<BoxStream<'static, PodChange>> {
         None
     }
+    /// The controller kinds whose owners the watch reports (a first full pass waits a little
+    /// for their listings, so its Events name Deployments rather than ReplicaSets).
+    fn owner_kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 impl WatchedPods for crate::object_review::ClusterPods {
     fn watch(&self) -> Option<BoxStream<'static, PodChange>> {
-        Some(self.changes())
+        Some(futures_util::stream::select(self.changes(), self.owner_changes()).boxed())
+    }
+    fn owner_kinds(&self) -> &'static [&'static str] {
+        &crate::object_review::OWNER_KINDS
     }
 }
 
@@ -147,20 +172,33 @@ struct UnitRecord {
     judged: Judged,
 }
 
-/// The re-judging state of one replica: the running units, a sample pod of each, their last
-/// judgements and what the sources looked like, so a poll can tell what changed.
+/// What re-judging keeps of a running unit: a sample pod (all of a unit's pods share the
+/// template and the digests) and its last judgement.
+#[derive(Debug)]
+struct Unit {
+    sample: Value,
+    record: Option<UnitRecord>,
+}
+
+/// The re-judging state of one replica: the running units, a sample pod and the last
+/// judgement of each, the controllers' owner chains, and what the sources looked like, so a
+/// poll can tell what changed.
 #[derive(Default)]
 pub struct Rejudger {
     state: RunningState,
-    /// A pod of each unit (all of a unit's pods share the template and the digests).
-    samples: HashMap<UnitKey, Value>,
-    records: HashMap<UnitKey, UnitRecord>,
+    units: HashMap<UnitKey, Unit>,
     pending: BTreeSet<UnitKey>,
+    /// ReplicaSet → Deployment, Job → CronJob: what outputs name.
+    owners: crate::running::OwnerChains,
+    /// What this replica's admissions resolved each site to.
+    admitted: Option<crate::admitted::AdmittedDigests>,
     /// The engine identity last judged with (a change is a reload).
     identity: Option<String>,
     expired: BTreeSet<String>,
     /// Per running digest: the scan report seen last (`scanned_at` and source).
     scans: HashMap<String, Option<(i64, String)>>,
+    /// Units judged since start (each one engine review).
+    evaluations: u64,
 }
 
 /// The unit a pod belongs to, and its uid.
@@ -211,7 +249,14 @@ impl Rejudger {
         Self::default()
     }
 
-    /// Applies a change of the running pods; units never judged become pending.
+    /// Compares each running site with what this replica's admissions resolved it to.
+    pub fn with_admitted(mut self, admitted: Option<crate::admitted::AdmittedDigests>) -> Self {
+        self.admitted = admitted;
+        self
+    }
+
+    /// Applies a change of the running pods (or of their controllers' owners); units never
+    /// judged become pending.
     pub fn apply(&mut self, change: PodChange) {
         match change {
             PodChange::Applied(pod) => self.upsert(pod),
@@ -232,6 +277,14 @@ impl Rejudger {
                     self.forget(&unit);
                 }
             }
+            PodChange::OwnersRelisted { kind, owners } => self.owners.relist(&kind, owners),
+            PodChange::OwnerApplied(link) => self.owners.apply(link),
+            PodChange::OwnerDeleted {
+                namespace,
+                kind,
+                name,
+            } => self.owners.remove(&namespace, &kind, &name),
+            PodChange::OwnersUnavailable(kind) => self.owners.unavailable(&kind),
         }
     }
 
@@ -239,28 +292,51 @@ impl Rejudger {
         let Some((uid, unit)) = unit_of(&pod) else {
             return;
         };
-        let before = self.state.pods_of(&unit).map_or(0, BTreeSet::len);
+        // The unit the pod belonged to before (its status now reports another digest).
+        let left = self
+            .state
+            .unit_of_pod(&uid)
+            .filter(|before| **before != unit)
+            .cloned();
         if let Some(fresh) = self.state.upsert_pod(&uid, unit.clone()) {
             self.pending.insert(fresh);
         }
-        self.samples
-            .entry(unit.clone())
-            .or_insert_with(|| typed(pod));
-        // A replica more or fewer changes the counts reports show, not the verdict.
-        if let Some(record) = self.records.get_mut(&unit) {
-            record.target.count = self.state.pods_of(&unit).map_or(before, BTreeSet::len);
+        if let Some(left) = left {
+            match self.state.pods_of(&left).map(BTreeSet::len) {
+                None => self.forget(&left),
+                Some(count) => {
+                    if let Some(record) = self.units.get_mut(&left).and_then(|u| u.record.as_mut())
+                    {
+                        record.target.count = count;
+                    }
+                }
+            }
         }
-        // Units a moved pod left behind and that are now empty are gone from the state.
-        self.samples
-            .retain(|unit, _| self.state.pods_of(unit).is_some());
-        self.records
-            .retain(|unit, _| self.state.pods_of(unit).is_some());
+        let count = self.state.pods_of(&unit).map_or(1, BTreeSet::len);
+        let entry = self.units.entry(unit).or_insert_with(|| Unit {
+            sample: typed(pod),
+            record: None,
+        });
+        // A replica more or fewer changes the counts reports show, not the verdict.
+        if let Some(record) = &mut entry.record {
+            record.target.count = count;
+        }
     }
 
     fn forget(&mut self, unit: &UnitKey) {
-        self.samples.remove(unit);
-        self.records.remove(unit);
+        self.units.remove(unit);
         self.pending.remove(unit);
+    }
+
+    /// Whether the owner watches of `kinds` have listed (or cannot).
+    pub fn owners_settled(&self, kinds: &[&str]) -> bool {
+        self.owners.settled(kinds)
+    }
+
+    /// Units judged since this state was made (one engine review each): replicas share
+    /// their unit's judgement, and evidence is gathered once per digest (cached by digest).
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations
     }
 
     /// Marks the units `trigger` affects for judging.
@@ -336,12 +412,35 @@ impl Rejudger {
         let pending = std::mem::take(&mut self.pending);
         let mut changes = Vec::new();
         for (index, unit) in pending.into_iter().enumerate() {
-            let Some(pod) = self.samples.get(&unit) else {
+            let Some(pod) = self.units.get(&unit).map(|u| &u.sample) else {
                 continue;
             };
-            let running = RunningDigests::new(&running_containers(pod), moved_tag);
-            let Some((target, judged, waived, subject)) =
-                judge_unit(engine, pod, &running, index, &self.state, &unit).await
+            let containers = running_containers(pod);
+            let mut running = RunningDigests::new(&containers, moved_tag);
+            if let Some(admitted) = &self.admitted {
+                for container in &containers {
+                    let site = crate::admitted::AdmittedSite {
+                        namespace: unit.namespace.clone(),
+                        owner: unit.owner.clone(),
+                        kind: container.kind,
+                        container: container.name.clone(),
+                    };
+                    if let Some(digest) = admitted.get(&site) {
+                        running.admitted_at(container.kind, &container.name, digest);
+                    }
+                }
+            }
+            self.evaluations += 1;
+            let Some((target, judged, waived, subject)) = judge_unit(
+                engine,
+                pod,
+                &running,
+                index,
+                &self.state,
+                &self.owners,
+                &unit,
+            )
+            .await
             else {
                 continue;
             };
@@ -364,14 +463,20 @@ impl Rejudger {
                     judged.clone(),
                 ));
             }
-            self.records.insert(unit, UnitRecord { target, judged });
+            if let Some(entry) = self.units.get_mut(&unit) {
+                entry.record = Some(UnitRecord { target, judged });
+            }
         }
         changes
     }
 
     /// Every unit's last judgement, for reports and metrics.
     fn judged(&self) -> (Vec<AuditTarget>, Vec<Judged>) {
-        let mut records: Vec<(&UnitKey, &UnitRecord)> = self.records.iter().collect();
+        let mut records: Vec<(&UnitKey, &UnitRecord)> = self
+            .units
+            .iter()
+            .filter_map(|(key, unit)| Some((key, unit.record.as_ref()?)))
+            .collect();
         records.sort_by(|a, b| a.0.cmp(b.0));
         records
             .into_iter()
@@ -388,8 +493,9 @@ impl Rejudger {
         !self.pending.is_empty()
     }
 
+    /// Units judged at least once.
     pub fn units(&self) -> usize {
-        self.records.len()
+        self.units.values().filter(|u| u.record.is_some()).count()
     }
 
     /// Distinct running digests.
@@ -413,6 +519,7 @@ async fn judge_unit(
     running: &RunningDigests,
     index: usize,
     state: &RunningState,
+    owners: &crate::running::OwnerChains,
     unit: &UnitKey,
 ) -> Option<(AuditTarget, Judged, BTreeSet<String>, Option<Observation>)> {
     let object = crate::object_files::from_value(pod.clone(), "cluster")
@@ -423,16 +530,36 @@ async fn judge_unit(
         .into_iter()
         .next()?;
     target.count = state.pods_of(unit).map_or(1, BTreeSet::len);
-    if let Some(owner) = &target.controller {
+    if let Some(owner) = target.controller.take() {
+        // Name the workload people manage: the Deployment of a ReplicaSet, the CronJob of a
+        // Job (what the owner watch knows), with the immediate controller in the label.
+        let direct = crate::running::Owner {
+            api_version: owner.api_version,
+            kind: owner.kind,
+            name: owner.name,
+            uid: owner.uid,
+        };
+        let top = owners.top(&object.namespace, &direct);
         let pods = if target.count == 1 { "pod" } else { "pods" };
+        let via = if top == direct {
+            String::new()
+        } else {
+            format!(" via {} {}", direct.kind, direct.name)
+        };
         target.label = format!(
-            "{} ({} {pods} of {} {}/{})",
+            "{} ({} {pods} of {} {}/{}{via})",
             object.display(),
             target.count,
-            owner.kind,
+            top.kind,
             object.namespace,
-            owner.name
+            top.name
         );
+        target.controller = Some(crate::object_review::OwnerRef {
+            api_version: top.api_version,
+            kind: top.kind,
+            name: top.name,
+            uid: top.uid,
+        });
     }
     let (judged, waived, observed) = judge_object(engine, &object, running, index).await;
     Some((target, judged, waived, observed))
@@ -720,7 +847,7 @@ pub async fn pass(
     pods: &dyn RunningPods,
     reports: Option<&ReportWriter>,
 ) -> Result<PassSummary, AuditError> {
-    let mut rejudger = Rejudger::new();
+    let mut rejudger = Rejudger::new().with_admitted(state.admitted().cloned());
     let outputs = Outputs::policy_reports(reports.map(|w| Arc::new(w.clone())));
     full_pass(state, Some(pods), &mut rejudger, &outputs).await
 }
@@ -764,7 +891,7 @@ pub fn spawn(
     outputs: Outputs,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut rejudger = Rejudger::new();
+        let mut rejudger = Rejudger::new().with_admitted(state.admitted().cloned());
         // Kept across passes while this replica leads: the watch's own listing and events
         // keep the pods, so a full pass lists nothing more.
         let mut watch: Option<BoxStream<'static, PodChange>> = None;
@@ -786,7 +913,7 @@ pub fn spawn(
             {
                 state.metrics().set_rejudge_leader(false);
                 // A follower keeps no state: the new leader judges everything at once.
-                rejudger = Rejudger::new();
+                rejudger = Rejudger::new().with_admitted(state.admitted().cloned());
                 watch = None;
                 let waited = tokio::time::timeout(interval.min(IDLE_CHECK), leading.changed());
                 if let Ok(Err(_elector_gone)) = waited.await {
@@ -814,7 +941,21 @@ pub fn spawn(
                     false
                 };
                 match tokio::time::timeout(interval.min(IDLE_CHECK), first_listing).await {
-                    Ok(true) => listed = true,
+                    Ok(true) => {
+                        listed = true;
+                        // The owners' listings are worth a short wait (Events then name the
+                        // Deployment), never the pass: a slow owner watch only costs names.
+                        let kinds = pods.owner_kinds();
+                        let owners = async {
+                            while !rejudger.owners_settled(kinds) {
+                                match stream.next().await {
+                                    Some(change) => rejudger.apply(change),
+                                    None => break,
+                                }
+                            }
+                        };
+                        let _ = tokio::time::timeout(OWNER_GRACE, owners).await;
+                    }
                     Ok(false) | Err(_) => {
                         state.metrics().record_rejudge_failure();
                         tracing::error!(
@@ -920,7 +1061,7 @@ pub fn spawn(
                 }
             }
             if lost {
-                rejudger = Rejudger::new();
+                rejudger = Rejudger::new().with_admitted(state.admitted().cloned());
                 watch = None;
             }
         }

@@ -352,6 +352,7 @@ async fn the_pod_watch_lists_follows_events_and_relists_after_it_restarts_agains
                 format!("applied {}", pod["metadata"]["name"].as_str().unwrap())
             }
             PodChange::Deleted(uid) => format!("deleted {uid}"),
+            other => format!("unexpected {other:?}"),
         });
     }
     assert_eq!(
@@ -367,5 +368,193 @@ async fn the_pod_watch_lists_follows_events_and_relists_after_it_restarts_agains
     rejudger.apply(PodChange::Applied(pod("c", "api", "y:1", "")));
     rejudger.apply(PodChange::Relisted(vec![pod("c", "api", "y:1", "")]));
     assert_eq!(rejudger.pods(), 1);
+    server.abort();
+}
+
+fn running_digest_findings(judged: &portcullis::object_review::Judged) -> Vec<String> {
+    judged
+        .findings
+        .iter()
+        .filter(|f| f.rule == RULE_RUNNING_DIGEST)
+        .map(|f| f.found.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_node_running_another_digest_than_admission_resolved_is_a_finding_naming_both() {
+    let reports = tempfile::tempdir().unwrap();
+    let (engine, _trivy) = engine(reports.path());
+    // This replica admitted web-5b's pods when team/app:1.0 named VULNERABLE; the tag names
+    // CLEAN now, and the node runs CLEAN: only admission's digest differs.
+    let admitted = portcullis::admitted::AdmittedDigests::default();
+    admitted.record(
+        portcullis::admitted::AdmittedSite {
+            namespace: "shop".into(),
+            owner: "ReplicaSet/web-5b".into(),
+            kind: portcullis::workload::ContainerKind::Container,
+            container: "app".into(),
+        },
+        VULNERABLE,
+    );
+    let mut rejudger = Rejudger::new().with_admitted(Some(admitted));
+    rejudger.apply(PodChange::Relisted(vec![
+        pod(
+            "web-1",
+            "web-5b",
+            "127.0.0.1:5000/team/app:1.0",
+            &format!("127.0.0.1:5000/team/app@{CLEAN}"),
+        ),
+        // Another controller's pod with the same image: nothing admitted is known of it.
+        pod(
+            "api-1",
+            "api-7c",
+            "127.0.0.1:5000/team/app:1.0",
+            &format!("127.0.0.1:5000/team/app@{CLEAN}"),
+        ),
+    ]));
+    let changes = rejudger.judge_pending(&engine).await;
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(rejudger.evaluations(), 2);
+    for (change, judged) in &changes {
+        let found = running_digest_findings(judged);
+        if change.target.label.contains("web-5b") {
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(
+                found[0].contains(CLEAN) && found[0].contains(VULNERABLE),
+                "{found:?}"
+            );
+            assert!(found[0].contains("admitted"), "{found:?}");
+        } else {
+            assert!(found.is_empty(), "{found:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_running_another_digest_than_its_spec_pins_is_a_finding_unless_it_is_a_platform_child()
+ {
+    let reports = tempfile::tempdir().unwrap();
+    let (engine, _trivy) = engine(reports.path());
+    let mut rejudger = Rejudger::new();
+    rejudger.apply(PodChange::Relisted(vec![
+        pod(
+            "pinned-1",
+            "pinned-5b",
+            &format!("127.0.0.1:5000/team/app@{CLEAN}"),
+            &format!("127.0.0.1:5000/team/app@{VULNERABLE}"),
+        ),
+        pod(
+            "index-1",
+            "index-5b",
+            &format!("127.0.0.1:5000/team/app@{INDEX}"),
+            &format!("127.0.0.1:5000/team/app@{PLATFORM}"),
+        ),
+    ]));
+    let changes = rejudger.judge_pending(&engine).await;
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    for (change, judged) in &changes {
+        let found = running_digest_findings(judged);
+        if change.target.label.contains("pinned-5b") {
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(
+                found[0].contains(VULNERABLE) && found[0].contains("pins"),
+                "{found:?}"
+            );
+        } else {
+            assert!(
+                found.is_empty(),
+                "the platform manifest of the pinned index: {found:?}"
+            );
+            assert!(judged.allowed, "{judged:?}");
+        }
+    }
+}
+
+/// A metadata-only list, as the API server answers `Accept: ...;as=PartialObjectMetadataList`.
+fn metadata_list_of(items: &[Value], rv: &str) -> http::Response<kube::client::Body> {
+    mock_apiserver::json_response(
+        200,
+        &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                "metadata": {"resourceVersion": rv}, "items": items}),
+    )
+}
+
+#[tokio::test]
+async fn owner_chains_name_the_deployment_of_a_replicaset_against_a_mocked_api_server() {
+    let (client, server) = mock_apiserver::client("default", move |request| {
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        async move {
+            match path.as_str() {
+                "/apis/apps/v1/replicasets" if !query.contains("watch=true") => metadata_list_of(
+                    &[
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                        "metadata": {"name": "web-5b", "namespace": "shop", "uid": "rs-web-5b",
+                            "resourceVersion": "4",
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                "name": "web", "uid": "deploy-web", "controller": true,
+                                "blockOwnerDeletion": true}]}}),
+                    ],
+                    "5",
+                ),
+                // RBAC without jobs: the chains of Jobs stay one hop.
+                "/apis/batch/v1/jobs" => mock_apiserver::json_response(
+                    403,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "Forbidden", "code": 403,
+                        "message": "jobs.batch is forbidden: User \"system:serviceaccount:portcullis:portcullis\" cannot list resource \"jobs\""}),
+                ),
+                _ => {
+                    // Hold watches open: the test has seen the listings.
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+            }
+        }
+    });
+    let mut changes = ClusterPods::new(client).owner_changes();
+    let mut rejudger = Rejudger::new();
+    let mut seen = Vec::new();
+    while !rejudger.owners_settled(&portcullis::object_review::OWNER_KINDS) {
+        let change = tokio::time::timeout(std::time::Duration::from_secs(20), changes.next())
+            .await
+            .expect("the owner watches report")
+            .expect("the stream does not end");
+        seen.push(match &change {
+            PodChange::OwnersRelisted { kind, owners } => format!("{kind} listed {}", owners.len()),
+            PodChange::OwnersUnavailable(kind) => format!("{kind} unavailable"),
+            other => format!("unexpected {other:?}"),
+        });
+        rejudger.apply(change);
+    }
+    seen.sort();
+    assert_eq!(seen, ["Job unavailable", "ReplicaSet listed 1"]);
+    let reports = tempfile::tempdir().unwrap();
+    let (engine, _trivy) = engine(reports.path());
+    rejudger.apply(PodChange::Relisted(vec![pod(
+        "web-1",
+        "web-5b",
+        "127.0.0.1:5000/team/app:1.0",
+        &format!("127.0.0.1:5000/team/app@{CLEAN}"),
+    )]));
+    let changes = rejudger.judge_pending(&engine).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let target = &changes[0].0.target;
+    let controller = target.controller.as_ref().expect("a controller");
+    assert_eq!(
+        (
+            controller.kind.as_str(),
+            controller.name.as_str(),
+            controller.uid.as_str()
+        ),
+        ("Deployment", "web", "deploy-web")
+    );
+    assert!(
+        target
+            .label
+            .contains("of Deployment shop/web via ReplicaSet web-5b"),
+        "{}",
+        target.label
+    );
     server.abort();
 }

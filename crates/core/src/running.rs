@@ -150,6 +150,8 @@ pub fn running_containers(pod: &Value) -> Vec<RunningContainer> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunningDigests {
     sites: BTreeMap<(ContainerKind, String), String>,
+    /// What admission resolved each site to, where the replica remembers it.
+    admitted: BTreeMap<(ContainerKind, String), String>,
     /// The mode of [`RULE_RUNNING_DIGEST`] findings (`rejudge.movedTag`).
     pub moved_tag: Option<Mode>,
 }
@@ -162,8 +164,21 @@ impl RunningDigests {
             .collect();
         Self {
             sites,
+            admitted: BTreeMap::new(),
             moved_tag: Some(moved_tag),
         }
+    }
+
+    /// Adds what admission resolved a site to (compared with what the site runs).
+    pub fn admitted_at(&mut self, kind: ContainerKind, name: &str, digest: String) {
+        self.admitted.insert((kind, name.to_owned()), digest);
+    }
+
+    /// The digest admission resolved the site to, when known.
+    pub fn admitted(&self, kind: ContainerKind, name: &str) -> Option<&str> {
+        self.admitted
+            .get(&(kind, name.to_owned()))
+            .map(String::as_str)
     }
 
     /// The digest the site runs, when its runtime reported one.
@@ -186,6 +201,23 @@ pub fn moved_tag_found(image: &str, running: &str, current: &str) -> String {
     )
 }
 
+/// The text of a finding "the container runs another digest than its spec pins": a node
+/// that ran a stale or substituted image (a pinned reference cannot move).
+pub fn pinned_digest_found(image: &str, running: &str) -> String {
+    format!(
+        "runs {running}, but its spec pins {image}: the node runs another image than the one \
+         named (a substituted or stale local image)"
+    )
+}
+
+/// The text of a finding "the container runs another digest than admission resolved".
+pub fn admitted_digest_found(image: &str, running: &str, admitted: &str) -> String {
+    format!(
+        "runs {running}, but {image} resolved to {admitted} when the pod was admitted: the \
+         tag moved between admission and the pull (or the node ran a stale cached image)"
+    )
+}
+
 /// How to fix a moved-tag finding.
 pub fn moved_tag_fix(image: &str) -> String {
     format!(
@@ -203,6 +235,102 @@ pub struct UnitKey {
     pub owner: String,
     /// The running digests in site order (empty when none is reported yet).
     pub digests: Vec<String>,
+}
+
+/// A controller's own controlling owner (a ReplicaSet's Deployment, a Job's CronJob), as the
+/// owner watch reports it: what lets outputs name the workload people manage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerLink {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    /// Its controlling owner, `None` when it has none (a ReplicaSet made by hand).
+    pub controller: Option<Owner>,
+}
+
+/// One owner: enough to name it in a report or aim an Event at it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// How deep an owner chain is followed: Pod → ReplicaSet → Deployment is two; a longer chain
+/// (an operator owning a Deployment) stops here rather than loop on a malformed cycle.
+const MAX_OWNER_HOPS: usize = 4;
+
+/// The controllers' owners, by (namespace, kind, name), and which kinds' listings arrived.
+#[derive(Debug, Default)]
+pub struct OwnerChains {
+    links: HashMap<(String, String, String), Owner>,
+    /// Kinds whose watch has listed (or failed: their chains stay one hop).
+    settled: BTreeSet<String>,
+}
+
+impl OwnerChains {
+    /// Records an object's controlling owner (or that it has none).
+    pub fn apply(&mut self, link: OwnerLink) {
+        let key = (link.namespace, link.kind, link.name);
+        match link.controller {
+            Some(owner) => {
+                self.links.insert(key, owner);
+            }
+            None => {
+                self.links.remove(&key);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, namespace: &str, kind: &str, name: &str) {
+        self.links
+            .remove(&(namespace.to_owned(), kind.to_owned(), name.to_owned()));
+    }
+
+    /// A fresh listing of one kind replaces what was known of it.
+    pub fn relist(&mut self, kind: &str, links: Vec<OwnerLink>) {
+        self.links.retain(|(_, k, _), _| k != kind);
+        for link in links {
+            self.apply(link);
+        }
+        self.settled.insert(kind.to_owned());
+    }
+
+    /// The watch of `kind` cannot list: its objects' owners stay unknown.
+    pub fn unavailable(&mut self, kind: &str) {
+        self.settled.insert(kind.to_owned());
+    }
+
+    /// Whether every one of `kinds` has listed (or is known not to).
+    pub fn settled(&self, kinds: &[&str]) -> bool {
+        kinds.iter().all(|kind| self.settled.contains(*kind))
+    }
+
+    /// The top of `owner`'s chain in `namespace`: the Deployment of a ReplicaSet, the CronJob
+    /// of a Job, or `owner` itself when nothing owns it (or its owner is not known).
+    pub fn top(&self, namespace: &str, owner: &Owner) -> Owner {
+        let mut current = owner.clone();
+        for _ in 0..MAX_OWNER_HOPS {
+            match self.links.get(&(
+                namespace.to_owned(),
+                current.kind.clone(),
+                current.name.clone(),
+            )) {
+                Some(next) => current = next.clone(),
+                None => break,
+            }
+        }
+        current
+    }
+
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
 }
 
 /// What can change a running workload's answer.
@@ -338,6 +466,11 @@ impl RunningState {
 
     pub fn verdict(&self, unit: &UnitKey) -> Option<&UnitVerdict> {
         self.verdicts.get(unit)
+    }
+
+    /// The unit a pod belongs to now.
+    pub fn unit_of_pod(&self, uid: &str) -> Option<&UnitKey> {
+        self.pods.get(uid)
     }
 
     /// The uids of a unit's pods.
@@ -570,5 +703,55 @@ mod tests {
         let gone = state.retain_pods(&["p2".to_owned()].into());
         assert_eq!(gone, [unit("Pod/lonely", &[])]);
         assert_eq!(state.pod_count(), 1);
+    }
+
+    fn owner(kind: &str, name: &str) -> Owner {
+        Owner {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    fn link(kind: &str, name: &str, controller: Option<Owner>) -> OwnerLink {
+        OwnerLink {
+            namespace: "shop".into(),
+            kind: kind.into(),
+            name: name.into(),
+            controller,
+        }
+    }
+
+    #[test]
+    fn an_owner_chain_leads_from_a_replicaset_to_its_deployment_and_stops_on_a_cycle() {
+        let mut chains = OwnerChains::default();
+        assert!(!chains.settled(&["ReplicaSet", "Job"]));
+        chains.relist(
+            "ReplicaSet",
+            vec![link(
+                "ReplicaSet",
+                "web-5b7d",
+                Some(owner("Deployment", "web")),
+            )],
+        );
+        chains.unavailable("Job");
+        assert!(chains.settled(&["ReplicaSet", "Job"]));
+        let replicaset = owner("ReplicaSet", "web-5b7d");
+        assert_eq!(chains.top("shop", &replicaset), owner("Deployment", "web"));
+        assert_eq!(chains.top("other", &replicaset), replicaset, "namespaced");
+        // A malformed cycle ends after a few hops instead of looping.
+        chains.apply(link(
+            "Deployment",
+            "web",
+            Some(owner("ReplicaSet", "web-5b7d")),
+        ));
+        let top = chains.top("shop", &replicaset);
+        assert!(top == replicaset || top == owner("Deployment", "web"));
+        // A relisting replaces the kind's links; a deletion forgets one.
+        chains.relist("ReplicaSet", Vec::new());
+        chains.remove("shop", "Deployment", "web");
+        assert_eq!(chains.top("shop", &replicaset), replicaset);
+        assert!(chains.is_empty());
     }
 }
