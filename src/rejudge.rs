@@ -360,6 +360,13 @@ impl Rejudger {
             .iter()
             .map(|e| format!("exception:{}", e.name))
             .collect();
+        // A deprecated image's sunset turns its warning into a finding in the configured mode:
+        // the units with a deprecated-image finding recorded the keys of sunsets to come.
+        let now = engine.clock().now();
+        let expired: BTreeSet<String> = expired
+            .into_iter()
+            .chain(sunset_keys(engine, |sunset| now >= sunset))
+            .collect();
         for key in expired.difference(&self.expired) {
             triggers.push(Trigger::Expiry(key.clone()));
         }
@@ -453,6 +460,15 @@ impl Rejudger {
                     engine.clock().now(),
                 );
             }
+            let mut waived = waived;
+            if judged
+                .findings
+                .iter()
+                .any(|f| f.rule == crate::policy::lifecycle::RULE_DEPRECATED_IMAGE)
+            {
+                let now = engine.clock().now();
+                waived.extend(sunset_keys(engine, |sunset| now < sunset));
+            }
             let verdict = unit_verdict(&judged, waived);
             if let Some(change) = self.state.record(&unit, verdict) {
                 changes.push((
@@ -502,6 +518,22 @@ impl Rejudger {
     pub fn digests(&self) -> usize {
         self.state.digest_count()
     }
+}
+
+/// The keys (`sunset:<n>`, by `deprecatedImages[]` index) of the sunsets `when` selects.
+fn sunset_keys(
+    engine: &Engine,
+    when: impl Fn(time::OffsetDateTime) -> bool,
+) -> impl Iterator<Item = String> {
+    engine
+        .config()
+        .deprecated_images
+        .iter()
+        .enumerate()
+        .filter(|(_, deprecated)| when(deprecated.sunset.at))
+        .map(|(index, _)| format!("sunset:{index}"))
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 /// A unit whose verdict changed: what outputs name.

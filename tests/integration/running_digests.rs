@@ -558,3 +558,64 @@ async fn owner_chains_name_the_deployment_of_a_replicaset_against_a_mocked_api_s
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn a_deprecated_images_sunset_passing_rejudges_the_units_running_it_and_no_other() {
+    let reports = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}deprecatedImages:\n  - images: [\"127.0.0.1:5000/team/app:1.0\"]\n    reason: \"1.0 is \
+         withdrawn\"\n    replacement: \"127.0.0.1:5000/team/app:2.0\"\n    sunset: \"2026-12-01\"\n",
+        CONFIG.replace("{reports}", &reports.path().display().to_string())
+    );
+    let engine_at = |date: &str| {
+        let loaded = LoadedConfig::from_yaml(&yaml, "test").unwrap();
+        let at = time::OffsetDateTime::parse(date, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        Engine::new(loaded, Arc::new(TagTable))
+            .unwrap()
+            .with_clock(Arc::new(portcullis::clock::FixedClock(at)))
+    };
+    let before = engine_at("2026-11-30T00:00:00Z");
+    let mut rejudger = Rejudger::new();
+    rejudger.apply(PodChange::Relisted(vec![
+        pod(
+            "old-1",
+            "old-5b",
+            "127.0.0.1:5000/team/app:1.0",
+            &format!("127.0.0.1:5000/team/app@{CLEAN}"),
+        ),
+        pod(
+            "new-1",
+            "new-5b",
+            "127.0.0.1:5000/team/app:2.0",
+            &format!("127.0.0.1:5000/team/app@{CLEAN}"),
+        ),
+    ]));
+    rejudger.poll(&before);
+    let first = rejudger.judge_pending(&before).await;
+    assert_eq!(first.len(), 2);
+    let old = first
+        .iter()
+        .find(|(c, _)| c.target.label.contains("old-5b"))
+        .unwrap();
+    assert!(old.1.allowed, "warned before the sunset: {:?}", old.1);
+    assert!(
+        old.1.findings.iter().any(|f| f.rule == "deprecated-image"),
+        "{:?}",
+        old.1
+    );
+    // The same configuration a day later: no reload, but the sunset passed.
+    let after = engine_at("2026-12-02T00:00:00Z");
+    assert_eq!(after.identity(), before.identity());
+    let triggers = rejudger.poll(&after);
+    assert_eq!(triggers, [Trigger::Expiry("sunset:0".into())]);
+    let second = rejudger.judge_pending(&after).await;
+    assert_eq!(
+        second.len(),
+        1,
+        "only the unit running the deprecated image: {second:?}"
+    );
+    assert!(second[0].0.target.label.contains("old-5b"));
+    assert!(!second[0].1.allowed, "{:?}", second[0].1);
+    assert_eq!(rejudger.evaluations(), 3);
+}
