@@ -213,6 +213,65 @@ pub fn observe(
     );
 }
 
+/// Records in `admitted` the digest each image site of an admitted Pod CREATE resolved to,
+/// under the pod's controlling owner (`ReplicaSet/web-5b7d`, a bare pod by `Pod/<name>`), so
+/// re-judging can tell a node that runs something else. A dry run creates no pod and a denied
+/// pod never runs: neither is recorded; nor is a bare pod without a name yet.
+pub fn record_admitted(
+    admitted: &crate::admitted::AdmittedDigests,
+    request: &AdmissionRequest<DynamicObject>,
+    observed: &Observed,
+) {
+    let Some(subject) = &observed.subject else {
+        return;
+    };
+    if request.dry_run
+        || !observed.verdict.allowed
+        || subject.kind != "Pod"
+        || subject.operation != "CREATE"
+    {
+        return;
+    }
+    let Some(object) = &request.object else {
+        return;
+    };
+    let owner = object
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| format!("{}/{}", o.kind, o.name))
+        .or_else(|| (!subject.name.is_empty()).then(|| format!("Pod/{}", subject.name)));
+    let Some(owner) = owner else {
+        return;
+    };
+    for entry in &subject.images {
+        let resolved = match &entry.evidence {
+            Some(Ok(evidence)) => evidence.digest.clone(),
+            _ => None,
+        }
+        .or_else(|| {
+            entry
+                .reference
+                .as_ref()
+                .ok()
+                .and_then(|r| r.digest().map(str::to_owned))
+        });
+        if let Some(digest) = resolved {
+            admitted.record(
+                crate::admitted::AdmittedSite {
+                    namespace: subject.namespace.clone(),
+                    owner: owner.clone(),
+                    kind: entry.container_kind,
+                    container: entry.container.clone(),
+                },
+                &digest,
+            );
+        }
+    }
+}
+
 /// `Kind namespace/name`, `Kind name` when cluster-scoped; an object the API server has not
 /// named yet (`generateName`) is labelled by its generate name with a trailing `*`.
 pub fn workload_label(

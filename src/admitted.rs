@@ -30,6 +30,14 @@ pub struct AdmittedDigests {
     sites: moka::sync::Cache<AdmittedSite, String>,
 }
 
+impl std::fmt::Debug for AdmittedDigests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmittedDigests")
+            .field("sites", &self.sites.entry_count())
+            .finish()
+    }
+}
+
 impl Default for AdmittedDigests {
     fn default() -> Self {
         Self::new(DEFAULT_CAPACITY, DEFAULT_TIME_TO_LIVE)

@@ -310,13 +310,18 @@ pub enum EventError {
     },
 }
 
+fn limiter_for(per_minute: u32) -> Option<DefaultDirectRateLimiter> {
+    NonZeroU32::new(per_minute).map(|n| RateLimiter::direct(Quota::per_minute(n)))
+}
+
 /// Writes Events about verdict changes through the Kubernetes API, at most `per_minute` writes
 /// a minute, a repeat of a recent change as a `series` patch.
 pub struct EventRecorder {
     client: kube::Client,
-    /// `None` when `per_minute` is 0: every Event is dropped (the configuration refuses that
-    /// with events on, so this only guards against a caller that skipped the checks).
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// The rate in force and its limiter, `None` when the rate is 0: every Event is dropped
+    /// (the configuration refuses that with events on, so this only guards against a caller
+    /// that skipped the checks). Replaced when a reload changes `rejudge.eventsPerMinute`.
+    limiter: Mutex<(u32, Option<DefaultDirectRateLimiter>)>,
     reporting_instance: String,
     repeats: Mutex<RepeatWindow>,
 }
@@ -357,8 +362,7 @@ impl EventWrite<'_> {
 impl EventRecorder {
     /// `reporting_instance` names this replica (its pod name), cut to the API's 128 bytes.
     pub fn new(client: kube::Client, per_minute: u32, reporting_instance: String) -> Self {
-        let limiter =
-            NonZeroU32::new(per_minute).map(|n| RateLimiter::direct(Quota::per_minute(n)));
+        let limiter = Mutex::new((per_minute, limiter_for(per_minute)));
         let mut reporting_instance = reporting_instance;
         if reporting_instance.len() > MAX_REPORTING_INSTANCE_BYTES {
             let mut end = MAX_REPORTING_INSTANCE_BYTES;
@@ -375,6 +379,18 @@ impl EventRecorder {
         }
     }
 
+    /// Follows a reload: a new `rejudge.eventsPerMinute` starts a fresh limiter at that rate
+    /// (the same rate keeps the budget already spent).
+    pub fn set_per_minute(&self, per_minute: u32) {
+        let mut limiter = self
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if limiter.0 != per_minute {
+            *limiter = (per_minute, limiter_for(per_minute));
+        }
+    }
+
     /// Records `change` on its workload: a new Event, or a `series` patch when the same change
     /// was recorded within [`REPEAT_WINDOW`]. Over the rate limit nothing is sent.
     pub async fn record(&self, change: &VerdictChange) -> Result<Recorded, EventError> {
@@ -383,6 +399,9 @@ impl EventRecorder {
         };
         let allowed = self
             .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
             .as_ref()
             .is_some_and(|limiter| limiter.check().is_ok());
         if !allowed {
@@ -909,6 +928,37 @@ mod tests {
                 Recorded::Dropped,
                 Recorded::Dropped
             ]
+        );
+        assert_eq!(seen(&requests).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_event_rate_applies_at_once_against_a_mocked_api_server() {
+        let (client, requests) = api_server(accepts);
+        let recorder = EventRecorder::new(client, 1, "portcullis-0".into());
+        assert_eq!(
+            recorder.record(&denied("first")).await.unwrap(),
+            Recorded::Created
+        );
+        assert_eq!(
+            recorder.record(&denied("second")).await.unwrap(),
+            Recorded::Dropped
+        );
+        // The same rate again keeps the spent budget; a higher one admits the next Event.
+        recorder.set_per_minute(1);
+        assert_eq!(
+            recorder.record(&denied("second")).await.unwrap(),
+            Recorded::Dropped
+        );
+        recorder.set_per_minute(10);
+        assert_eq!(
+            recorder.record(&denied("second")).await.unwrap(),
+            Recorded::Created
+        );
+        recorder.set_per_minute(0);
+        assert_eq!(
+            recorder.record(&denied("third")).await.unwrap(),
+            Recorded::Dropped
         );
         assert_eq!(seen(&requests).len(), 2);
     }

@@ -760,6 +760,9 @@ async fn publish(
         }
         let events_on = settings.as_ref().is_some_and(|s| s.events);
         if let (Some(recorder), true) = (&outputs.events, events_on) {
+            if let Some(settings) = &settings {
+                recorder.set_per_minute(settings.events_per_minute);
+            }
             let previous = change.previous.as_deref().and_then(outcome_named);
             // A unit judged the first time and allowed is no news.
             if previous.is_none() && result.outcome == Outcome::Allowed {

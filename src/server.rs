@@ -51,6 +51,8 @@ pub struct AppState {
     inventory: Arc<Inventory>,
     /// The name `/inventory` gives this replica (`POD_NAME`, else the host name).
     replica: String,
+    /// What this replica's admissions resolved each pod site to (re-judging compares).
+    admitted: crate::admitted::AdmittedDigests,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             body_bytes: Arc::new(Semaphore::new(body_bytes_bound)),
             body_bytes_bound,
             inventory: Arc::new(Inventory::default()),
+            admitted: crate::admitted::AdmittedDigests::default(),
             replica: replica_name(),
         })
     }
@@ -76,6 +79,11 @@ impl AppState {
     /// What this replica has judged, per digest.
     pub fn inventory(&self) -> &Arc<Inventory> {
         &self.inventory
+    }
+
+    /// What this replica's admissions resolved each pod site to.
+    pub fn admitted_digests(&self) -> &crate::admitted::AdmittedDigests {
+        &self.admitted
     }
 
     /// Bytes of request bodies held now.
@@ -445,6 +453,9 @@ async fn validate(
     .await;
     if read.engine.config().inventory.enabled {
         admission::observe(&state.inventory, &read.engine, &read.request, &observed);
+    }
+    if read.engine.config().rejudge.is_some() {
+        admission::record_admitted(&state.admitted, &read.request, &observed);
     }
     let verdict = observed.verdict;
     let (kind, operation) = review_labels(&read.request);
@@ -850,6 +861,9 @@ impl crate::rejudge::RejudgeHost for AppState {
             .inventory
             .enabled
             .then(|| AppState::inventory(self).as_ref())
+    }
+    fn admitted(&self) -> Option<&crate::admitted::AdmittedDigests> {
+        Some(&self.admitted)
     }
 }
 

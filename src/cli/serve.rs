@@ -274,7 +274,7 @@ impl Rejudging {
 
 /// Where re-judging publishes: PolicyReports, openreports.io Reports and Events. Each is
 /// built whenever there is cluster access; the configuration in force decides, on every
-/// change, whether it is written. The Event rate is the one configured at start.
+/// change, whether it is written; the Event rate follows reloads (set before each write).
 fn outputs_for(
     state: &Arc<server::AppState>,
     client: kube::Client,

@@ -590,3 +590,102 @@ async fn the_inventory_is_off_unless_the_configuration_turns_it_on() {
     );
     running.shutdown().await.unwrap();
 }
+
+/// A Pod CREATE of ReplicaSet `web-5b` (or a bare pod when `owner` is `None`) running `image`.
+fn pod_create(name: &str, owner: Option<&str>, image: &str, dry_run: bool) -> Value {
+    let mut metadata = serde_json::json!({"generateName": "web-5b-", "namespace": "shop",
+                                          "labels": {"app": "web"}});
+    if let Some(owner) = owner {
+        metadata["ownerReferences"] = serde_json::json!([{"apiVersion": "apps/v1",
+            "kind": "ReplicaSet", "name": owner, "uid": "rs-uid", "controller": true,
+            "blockOwnerDeletion": true}]);
+    } else {
+        metadata["name"] = name.into();
+    }
+    serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": format!("uid-{name}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": if owner.is_some() { "" } else { name }, "namespace": "shop", "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                "spec": {"containers": [{"name": "app", "image": image,
+                    "securityContext": {"allowPrivilegeEscalation": false}}],
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 10001}}},
+            "oldObject": null, "dryRun": dry_run,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_pod_s_resolved_digest_is_remembered_under_its_controller_and_a_denied_one_is_not()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "rejudge: {interval: 10m}\nimagePolicies:\n  - name: signed\n    images: [\"**\"]\n    \
+                  signatures: {keys: [{pem: \"-----BEGIN PUBLIC KEY-----\"}]}\n";
+    let (webhook, probe) = listeners();
+    install_crypto_provider();
+    let running = server::start(
+        webhook,
+        probe,
+        engine_with(Some(config), Arc::new(SignedByRegistry)),
+        builder(Arc::new(SignedByRegistry)),
+        options(
+            TlsSource::Generated {
+                dns_names: vec![],
+                ca_out: dir.path().join("ca.pem"),
+            },
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let client = client_trusting(&std::fs::read_to_string(dir.path().join("ca.pem")).unwrap());
+    let url = format!(
+        "https://127.0.0.1:{}/validate?timeout=10s",
+        running.webhook_addr.port()
+    );
+    for (review, allowed) in [
+        (
+            pod_create("a", Some("web-5b"), "registry.k8s.io/pause:3.10", false),
+            true,
+        ),
+        (
+            pod_create("b", Some("api-7c"), "docker.io/team/unsigned:1", false),
+            false,
+        ),
+        (
+            pod_create("c", Some("dry-1"), "registry.k8s.io/pause:3.10", true),
+            true,
+        ),
+        (
+            pod_create("lonely", None, "registry.k8s.io/pause:3.10", false),
+            true,
+        ),
+    ] {
+        let answer: Value = client
+            .post(&url)
+            .json(&review)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["response"]["allowed"], allowed, "{answer}");
+    }
+    let site = |owner: &str| portcullis::admitted::AdmittedSite {
+        namespace: "shop".into(),
+        owner: owner.into(),
+        kind: portcullis::workload::ContainerKind::Container,
+        container: "app".into(),
+    };
+    let admitted = running.state.admitted_digests();
+    let signed = format!("sha256:{}", "a".repeat(64));
+    assert_eq!(
+        admitted.get(&site("ReplicaSet/web-5b")),
+        Some(signed.clone())
+    );
+    assert_eq!(admitted.get(&site("Pod/lonely")), Some(signed));
+    assert_eq!(admitted.get(&site("ReplicaSet/api-7c")), None, "denied");
+    assert_eq!(admitted.get(&site("ReplicaSet/dry-1")), None, "a dry run");
+    running.shutdown().await.unwrap();
+}
