@@ -254,6 +254,12 @@ impl Engine {
         self.scans.lookup(digest)
     }
 
+    /// Drops the cached signatures and attestations of these digests, so their next judgement
+    /// reads them from the registry again (re-judging's attestation refresh).
+    pub async fn forget_signatures(&self, digests: &[String]) {
+        self.evidence.forget_signatures(digests).await;
+    }
+
     /// Why the engine cannot judge yet (a scan source's first listing is still running).
     pub fn pending(&self) -> Option<String> {
         self.scans.pending()

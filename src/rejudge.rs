@@ -199,7 +199,15 @@ pub struct Rejudger {
     scans: HashMap<String, Option<(i64, String)>>,
     /// Units judged since start (each one engine review).
     evaluations: u64,
+    /// Base images and attested digests the units' verdicts read, and when each is due again.
+    rechecks: crate::running::RecheckSchedule,
+    /// Digests whose cached signatures and attestations are dropped before the next judgement.
+    refresh: BTreeSet<String>,
 }
+
+/// The prefixes of [`Trigger::Recheck`] keys.
+const RECHECK_BASE: &str = "base:";
+const RECHECK_ATTESTATIONS: &str = "attestations:";
 
 /// The unit a pod belongs to, and its uid.
 fn unit_of(pod: &Value) -> Option<(String, UnitKey)> {
@@ -371,6 +379,12 @@ impl Rejudger {
             triggers.push(Trigger::Expiry(key.clone()));
         }
         self.expired = expired;
+        for key in self.rechecks.take_due(now) {
+            if let Some(digest) = key.strip_prefix(RECHECK_ATTESTATIONS) {
+                self.refresh.insert(digest.to_owned());
+            }
+            triggers.push(Trigger::Recheck(key));
+        }
         let digests: BTreeSet<String> = self
             .state
             .units()
@@ -416,6 +430,17 @@ impl Rejudger {
             .rejudge
             .as_ref()
             .map_or(crate::config::Mode::Warn, |r| r.moved_tag);
+        let (base_every, attestations_every) = engine.config().rejudge.as_ref().map_or_else(
+            || {
+                let hour = std::time::Duration::from_secs(3600);
+                (hour, hour)
+            },
+            |r| (r.base_image_check.0, r.attestation_refresh.0),
+        );
+        if !self.refresh.is_empty() {
+            let digests: Vec<String> = std::mem::take(&mut self.refresh).into_iter().collect();
+            engine.forget_signatures(&digests).await;
+        }
         let pending = std::mem::take(&mut self.pending);
         let mut changes = Vec::new();
         for (index, unit) in pending.into_iter().enumerate() {
@@ -461,6 +486,18 @@ impl Rejudger {
                 );
             }
             let mut waived = waived;
+            if let Some((subject, _)) = &subject {
+                let now = engine.clock().now();
+                for key in recheck_keys(subject) {
+                    let every = if key.starts_with(RECHECK_BASE) {
+                        base_every
+                    } else {
+                        attestations_every
+                    };
+                    self.rechecks.note(&key, now, every);
+                    waived.insert(key);
+                }
+            }
             if judged
                 .findings
                 .iter()
@@ -518,6 +555,33 @@ impl Rejudger {
     pub fn digests(&self) -> usize {
         self.state.digest_count()
     }
+}
+
+/// What a judgement read that is looked at again on a schedule: the base image each site
+/// declares (when an image policy judged its freshness), and the digest of each site whose
+/// vulnerabilities were judged with signatures read (a rescan may be attested later).
+fn recheck_keys(subject: &crate::subject::ReviewSubject) -> BTreeSet<String> {
+    use crate::policy::lifecycle::BaseImageState;
+    let mut keys = BTreeSet::new();
+    for entry in &subject.images {
+        match &entry.lifecycle.base {
+            BaseImageState::Current { name, .. }
+            | BaseImageState::Moved { name, .. }
+            | BaseImageState::Unresolved { name, .. } => {
+                keys.insert(format!("{RECHECK_BASE}{name}"));
+            }
+            BaseImageState::NotChecked | BaseImageState::NotAnnotated => {}
+        }
+        let scanned = !matches!(entry.scan, crate::policy::ScanState::NotRequested);
+        if let Some(Ok(evidence)) = &entry.evidence
+            && scanned
+            && !evidence.verifications.is_empty()
+            && let Some(digest) = &evidence.digest
+        {
+            keys.insert(format!("{RECHECK_ATTESTATIONS}{digest}"));
+        }
+    }
+    keys
 }
 
 /// The keys (`sunset:<n>`, by `deprecatedImages[]` index) of the sunsets `when` selects.
@@ -664,7 +728,7 @@ async fn judge_object(
 /// What of a judgement counts as "the verdict changed": the outcome and which rule, in which
 /// mode, found something at which site — not the finding's text, which carries ages ("scanned
 /// 11d ago") that would make every day a change and every change an Event.
-fn unit_verdict(judged: &Judged, expiries: BTreeSet<String>) -> UnitVerdict {
+fn unit_verdict(judged: &Judged, depends_on: BTreeSet<String>) -> UnitVerdict {
     let mut findings: Vec<String> = judged
         .findings
         .iter()
@@ -683,7 +747,7 @@ fn unit_verdict(judged: &Judged, expiries: BTreeSet<String>) -> UnitVerdict {
     UnitVerdict {
         outcome: judged.outcome.as_str().to_owned(),
         findings,
-        expiries,
+        depends_on,
     }
 }
 

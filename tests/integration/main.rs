@@ -25,6 +25,7 @@ mod notation_on_loopback;
 mod policy_hot_reload;
 mod policy_reports_with_mocked_apiserver;
 mod pull_secrets_with_mocked_apiserver;
+mod rechecks_on_loopback;
 mod referrers_on_loopback;
 mod registry_faults;
 mod registry_on_loopback;

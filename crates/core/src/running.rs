@@ -345,6 +345,10 @@ pub enum Trigger {
     /// An exception expired or a deprecated image's sunset passed: a time-based rule changes
     /// its answer for the units whose last verdict depended on it.
     Expiry(String),
+    /// Evidence that is looked at again on a schedule, for the units whose last verdict read
+    /// it: a base image's tag (`base:<name>`) or a digest's signatures and attestations
+    /// (`attestations:<digest>`, re-read past the verification cache).
+    Recheck(String),
     /// The periodic safety pass.
     Periodic,
 }
@@ -356,9 +360,10 @@ pub struct UnitVerdict {
     pub outcome: String,
     /// `rule@site` of every finding, sorted: a change in what was found is a change.
     pub findings: Vec<String>,
-    /// Exceptions that waived a finding, and time-based rules that will change their answer
-    /// (their keys are what [`Trigger::Expiry`] names).
-    pub expiries: BTreeSet<String>,
+    /// What can change the answer without a pod changing: exceptions that waived a finding
+    /// and sunsets to come (the keys [`Trigger::Expiry`] names), evidence looked at again on
+    /// a schedule (the keys [`Trigger::Recheck`] names).
+    pub depends_on: BTreeSet<String>,
 }
 
 /// One unit whose verdict changed (or was judged for the first time).
@@ -367,6 +372,46 @@ pub struct VerdictChange {
     pub unit: UnitKey,
     pub previous: Option<UnitVerdict>,
     pub current: UnitVerdict,
+}
+
+/// When each piece of evidence re-checked on a schedule is due again, by the key
+/// [`Trigger::Recheck`] names. A key is due once; the judgement it triggers notes it again if
+/// some unit still reads it, so evidence no running unit reads drops out by itself.
+#[derive(Debug, Default)]
+pub struct RecheckSchedule {
+    due: BTreeMap<String, time::OffsetDateTime>,
+}
+
+impl RecheckSchedule {
+    /// Schedules `key` `every` after `now`, unless it is already scheduled.
+    pub fn note(&mut self, key: &str, now: time::OffsetDateTime, every: std::time::Duration) {
+        if !self.due.contains_key(key) {
+            self.due.insert(key.to_owned(), now + every);
+        }
+    }
+
+    /// Removes and returns, in key order, the keys due at `now`.
+    pub fn take_due(&mut self, now: time::OffsetDateTime) -> Vec<String> {
+        let due: Vec<String> = self
+            .due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &due {
+            self.due.remove(key);
+        }
+        due
+    }
+
+    /// Keys scheduled.
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
 }
 
 /// The running units with their pods and last verdicts: which units a trigger affects, and
@@ -431,13 +476,13 @@ impl RunningState {
                 .filter(|unit| unit.digests.iter().any(|d| digests.contains(d)))
                 .cloned()
                 .collect(),
-            Trigger::Expiry(key) => self
+            Trigger::Expiry(key) | Trigger::Recheck(key) => self
                 .units
                 .keys()
                 .filter(|unit| {
                     self.verdicts
                         .get(*unit)
-                        .is_some_and(|v| v.expiries.contains(key))
+                        .is_some_and(|v| v.depends_on.contains(key))
                 })
                 .cloned()
                 .collect(),
@@ -615,7 +660,7 @@ mod tests {
         UnitVerdict {
             outcome: outcome.into(),
             findings: Vec::new(),
-            expiries: expiries.iter().map(|e| (*e).to_owned()).collect(),
+            depends_on: expiries.iter().map(|e| (*e).to_owned()).collect(),
         }
     }
 
@@ -682,6 +727,50 @@ mod tests {
         let affected = state.affected(&Trigger::Expiry("exception:legacy-openssl".into()));
         assert_eq!(affected, [job.clone(), web.clone()]);
         assert_eq!(state.affected(&Trigger::Expiry("sunset:old".into())), [job]);
+    }
+
+    #[test]
+    fn a_recheck_is_due_once_every_period_after_it_was_first_noted() {
+        let at = |minute: i64| time::OffsetDateTime::UNIX_EPOCH + time::Duration::minutes(minute);
+        let hour = std::time::Duration::from_secs(3600);
+        let mut schedule = RecheckSchedule::default();
+        schedule.note("base:b", at(0), hour);
+        schedule.note("attestations:a", at(30), hour);
+        // Noting again (every judgement does) keeps the first due time.
+        schedule.note("base:b", at(59), hour);
+        assert!(schedule.take_due(at(59)).is_empty());
+        assert_eq!(schedule.take_due(at(60)), ["base:b"]);
+        assert!(schedule.take_due(at(61)).is_empty(), "due once");
+        assert_eq!(schedule.len(), 1);
+        // Re-noted by the judgement the recheck triggered: due a period later.
+        schedule.note("base:b", at(61), hour);
+        assert_eq!(schedule.take_due(at(121)), ["attestations:a", "base:b"]);
+        assert!(schedule.is_empty(), "nothing reads them any more");
+    }
+
+    #[test]
+    fn a_recheck_affects_exactly_the_units_whose_verdict_read_that_evidence() {
+        let mut state = RunningState::default();
+        let web = unit("ReplicaSet/web", &[A]);
+        let db = unit("StatefulSet/db", &[B]);
+        for (uid, u) in [("p1", &web), ("p2", &db)] {
+            state.upsert_pod(uid, u.clone());
+        }
+        state.record(&web, verdict("allowed", &["base:registry/base:3.20"]));
+        state.record(&db, verdict("denied", &[&format!("attestations:{B}")]));
+        assert_eq!(
+            state.affected(&Trigger::Recheck("base:registry/base:3.20".into())),
+            [web]
+        );
+        assert_eq!(
+            state.affected(&Trigger::Recheck(format!("attestations:{B}"))),
+            [db]
+        );
+        assert!(
+            state
+                .affected(&Trigger::Recheck("base:registry/other:1".into()))
+                .is_empty()
+        );
     }
 
     #[test]

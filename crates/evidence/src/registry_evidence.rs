@@ -675,4 +675,39 @@ impl EvidenceSource for RegistryEvidence {
     ) -> EvidenceFuture<'a> {
         Box::pin(self.gather_evidence(image, policies, context))
     }
+
+    fn forget_signatures<'a>(
+        &'a self,
+        digests: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let digests: std::collections::HashSet<&str> =
+                digests.iter().map(String::as_str).collect();
+            // Keys are `<repository>@<digest>#…` (see `verification` and `collected`).
+            let about = |key: &str| {
+                key.split_once('@')
+                    .and_then(|(_, rest)| rest.split_once('#'))
+                    .is_some_and(|(digest, _)| digests.contains(digest))
+            };
+            let verifications: Vec<Arc<String>> = self
+                .verifications
+                .iter()
+                .filter(|(key, _)| about(key))
+                .map(|(key, _)| key)
+                .collect();
+            for key in verifications {
+                self.verifications.invalidate(key.as_str()).await;
+                self.failures.invalidate(key.as_str()).await;
+            }
+            let collected: Vec<Arc<String>> = self
+                .collected
+                .iter()
+                .filter(|(key, _)| about(key))
+                .map(|(key, _)| key)
+                .collect();
+            for key in collected {
+                self.collected.invalidate(key.as_str()).await;
+            }
+        })
+    }
 }

@@ -58,6 +58,16 @@ pub trait EvidenceSource: Send + Sync + std::fmt::Debug {
         policies: &'a [&'a ImagePolicy],
         context: &'a GatherContext,
     ) -> EvidenceFuture<'a>;
+
+    /// Drops what is cached about these digests' signatures and attestations, so the next
+    /// gather reads them from the registry again (re-judging's `attestationRefresh`: a rescan
+    /// attested after admission). Sources without a cache have nothing to drop.
+    fn forget_signatures<'a>(
+        &'a self,
+        _digests: &'a [String],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
 }
 
 /// A source that reaches no registry, so every signature requirement stays unmet and the

@@ -50,6 +50,20 @@ pub struct RejudgeSettings {
     /// re-judging, so a burst of changes is judged once (default 2s).
     #[serde(default = "default_settle")]
     pub settle: crate::timeutil::HumanDuration,
+    /// How often each base image a running image declares (and an image policy judges with
+    /// `baseImageFreshness`) is looked at again: its units are re-judged, resolving the base
+    /// tag anew, and outputs change only if the answer did (default 1h, at least 1m).
+    #[serde(default = "default_recheck")]
+    pub base_image_check: crate::timeutil::HumanDuration,
+    /// How often the signatures and attestations of a running digest whose vulnerabilities
+    /// are judged are read from the registry again, past the verification cache, so that a
+    /// rescan attested after the image was admitted is judged (default 1h, at least 1m).
+    #[serde(default = "default_recheck")]
+    pub attestation_refresh: crate::timeutil::HumanDuration,
+}
+
+fn default_recheck() -> crate::timeutil::HumanDuration {
+    crate::timeutil::HumanDuration(std::time::Duration::from_secs(3600))
 }
 
 fn default_events_per_minute() -> u32 {
@@ -96,6 +110,20 @@ impl RejudgeSettings {
                 ),
             );
         }
+        for (key, every) in [
+            ("rejudge.baseImageCheck", self.base_image_check),
+            ("rejudge.attestationRefresh", self.attestation_refresh),
+        ] {
+            if every.0 < std::time::Duration::from_secs(60) {
+                problem(
+                    key.into(),
+                    format!(
+                        "{every} is too often: each check asks the registry again for every \
+                         running image it concerns; use at least 1m"
+                    ),
+                );
+            }
+        }
         if !is_dns_subdomain(&self.lease_name) {
             problem(
                 "rejudge.leaseName".into(),
@@ -106,5 +134,34 @@ impl RejudgeSettings {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{LoadedConfig, problem_keys};
+
+    #[test]
+    fn rechecks_default_to_an_hour_and_more_often_than_a_minute_is_refused() {
+        let loaded = LoadedConfig::from_yaml("rejudge: {interval: 10m}\n", "t").unwrap();
+        let rejudge = loaded.config.rejudge.unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(
+            (rejudge.base_image_check.0, rejudge.attestation_refresh.0),
+            (hour, hour)
+        );
+        assert_eq!(
+            problem_keys(
+                "rejudge: {interval: 10m, baseImageCheck: 30s, attestationRefresh: 59s}\n"
+            ),
+            ["rejudge.baseImageCheck", "rejudge.attestationRefresh"]
+        );
+        assert!(
+            LoadedConfig::from_yaml(
+                "rejudge: {interval: 10m, baseImageCheck: 1m, attestationRefresh: 6h}\n",
+                "t"
+            )
+            .is_ok()
+        );
     }
 }
