@@ -115,6 +115,53 @@ static POLICY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::La
     tokio::sync::Semaphore::new(cores * 2)
 });
 
+/// Where document policy (Rego) evaluations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegoRoute {
+    /// Inline while recent evaluations cost less than [`INLINE_BELOW`] (the hand-off to the
+    /// blocking pool, two thread wake-ups and a cross-core copy, costs more than a
+    /// Gatekeeper-library policy's evaluation); on the blocking pool otherwise. The default.
+    Adaptive,
+    /// Always on Tokio's blocking pool.
+    Pool,
+    /// Always inline on the async worker (for benchmarks and tests).
+    Inline,
+}
+
+/// Evaluations whose recent average cost is below this run inline. An inline evaluation is
+/// still bounded by `policies.rego.timeoutMillis` (regorus's execution timer) and by
+/// [`POLICY_SLOTS`]; one that runs long raises the average, and the next ones go to the pool.
+pub const INLINE_BELOW: std::time::Duration = std::time::Duration::from_micros(250);
+
+/// The recent cost of a configuration's document policy evaluations: an exponential moving
+/// average (weight 1/8) in nanoseconds; starts above [`INLINE_BELOW`], so the first
+/// evaluations of an unknown policy set run on the pool.
+#[derive(Debug)]
+struct EvaluationCost(std::sync::atomic::AtomicU64);
+
+impl EvaluationCost {
+    fn new() -> Self {
+        Self(std::sync::atomic::AtomicU64::new(u64::MAX))
+    }
+
+    fn runs_inline(&self) -> bool {
+        let nanos = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        u128::from(nanos) < INLINE_BELOW.as_nanos()
+    }
+
+    fn record(&self, took: std::time::Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // Races between reviews lose an update at worst: this is a routing hint.
+        let old = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let new = if old == u64::MAX {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.0.store(new, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// When a review's answer is due, and who waits for it.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
@@ -144,6 +191,9 @@ pub struct Engine {
     /// and was 8% of the warm review's CPU. Parsing depends only on the text, and a
     /// parsed reference is shared by `Arc`; bounded by the bytes of the keys.
     references: moka::sync::Cache<String, Result<ImageRef, ReferenceError>>,
+    /// Where Rego evaluations run, and what they cost lately.
+    rego_route: RegoRoute,
+    rego_cost: Arc<EvaluationCost>,
 }
 
 /// Bytes of image reference text the parse cache holds (a hostile pod can write up to 4096
@@ -212,6 +262,8 @@ impl Engine {
                     u32::try_from(written.len().saturating_mul(2)).unwrap_or(u32::MAX)
                 })
                 .build(),
+            rego_route: RegoRoute::Adaptive,
+            rego_cost: Arc::new(EvaluationCost::new()),
         })
     }
 
@@ -268,6 +320,21 @@ impl Engine {
     /// The clock rules (and reports' timestamps) use.
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
+    }
+
+    /// Where Rego evaluations run (adaptive by default; the others for benches and tests).
+    pub fn with_rego_route(mut self, route: RegoRoute) -> Self {
+        self.rego_route = route;
+        self
+    }
+
+    /// Whether the next Rego evaluation runs inline (the adaptive route's current choice).
+    pub fn rego_runs_inline(&self) -> bool {
+        match self.rego_route {
+            RegoRoute::Adaptive => self.rego_cost.runs_inline(),
+            RegoRoute::Pool => false,
+            RegoRoute::Inline => true,
+        }
     }
 
     /// The clock time-dependent rules judge against (the system clock by default).
@@ -694,15 +761,34 @@ impl Engine {
                 now,
             };
             let policies = self.document_policies.clone();
-            // CPU-bound interpreters run on the blocking pool, never on an async worker; each
-            // is bounded by its execution limit, the whole by the API server's deadline. At
-            // most POLICY_SLOTS run at once: a burst of reviews queues for a slot (within the
-            // deadline) instead of starting hundreds of threads that all miss it.
+            let inline = self.rego_runs_inline();
+            let cost = self.rego_cost.clone();
+            // Interpreters that cost more than the hand-off run on the blocking pool, never on
+            // an async worker; each is bounded by its execution limit, the whole by the API
+            // server's deadline. At most POLICY_SLOTS run at once (inline or not): a burst of
+            // reviews queues for a slot (within the deadline) instead of starting hundreds of
+            // threads that all miss it.
             let task = async move {
                 let _slot = POLICY_SLOTS.acquire().await;
-                tokio::task::spawn_blocking(move || owned.evaluate(&policies)).await
+                let timed = move || {
+                    let started = std::time::Instant::now();
+                    let found = owned.evaluate(&policies);
+                    cost.record(started.elapsed());
+                    found
+                };
+                if inline {
+                    Ok(timed())
+                } else {
+                    tokio::task::spawn_blocking(timed).await
+                }
             };
-            let failure = match tokio::time::timeout_at(deadline, task).await {
+            // An inline evaluation cannot be interrupted: one that ends past the deadline
+            // fails as a late one on the pool would.
+            let answer = tokio::time::timeout_at(deadline, task)
+                .await
+                .ok()
+                .filter(|_| Instant::now() <= deadline);
+            let failure = match answer.ok_or(()) {
                 Ok(Ok(Ok(found))) => {
                     findings.extend(
                         found
@@ -713,7 +799,7 @@ impl Engine {
                 }
                 Ok(Ok(Err(err))) => Some(err.to_string()),
                 Ok(Err(join)) => Some(format!("policy evaluation aborted: {join}")),
-                Err(_elapsed) => {
+                Err(()) => {
                     Some("policy evaluation did not finish before the API server's deadline".into())
                 }
             };

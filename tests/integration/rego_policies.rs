@@ -645,3 +645,82 @@ fn the_rego_input_document_is_the_request_exactly_as_through_json() {
     assert_eq!(direct, through_json);
     assert_eq!(direct.to_string(), through_json.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rego_route_gives_byte_identical_answers_and_a_slow_policy_goes_back_to_the_pool() {
+    use portcullis::engine::RegoRoute;
+    let policies = Policies::new(&[
+        ("disallowed-tags.rego", DISALLOWED_TAGS),
+        ("labels.rego", REQUIRED_LABELS),
+        (
+            "spin.rego",
+            "package spin\nimport rego.v1\n\ndeny contains \"big\" if {\n    input.review.object.metadata.name == \"spin\"\n    n := count([x | some i in numbers.range(1, 100000); some j in numbers.range(1, 100000); x := i * j])\n    n > 0\n}\n",
+        ),
+        (
+            "divide.rego",
+            "package divide\nimport rego.v1\n\ndeny contains msg if {\n    input.review.object.metadata.name == \"divide\"\n    msg := sprintf(\"%v\", [1 / 0])\n}\n",
+        ),
+    ]);
+    let rego = "    timeoutMillis: 200\n    policies:\n      - package: k8sdisallowedtags\n        parameters: {tags: [latest]}\n      - package: k8srequiredlabels\n        parameters: {labels: [{key: owner}]}\n";
+    let reviews: Vec<Vec<u8>> = [
+        ("web", json!({"owner": "shop"}), "ghcr.io/acme/app:1.0"),
+        (
+            "latest",
+            json!({"owner": "shop"}),
+            "ghcr.io/acme/app:latest",
+        ),
+        ("unlabelled", json!({}), "ghcr.io/acme/app"),
+        ("divide", json!({"owner": "shop"}), "ghcr.io/acme/app:1.0"),
+        ("spin", json!({"owner": "shop"}), "ghcr.io/acme/app:1.0"),
+    ]
+    .into_iter()
+    .map(|(name, labels, image)| {
+        create_review(
+            "",
+            "Pod",
+            "pods",
+            pod(name, labels, json!([{"name": "app", "image": image}])),
+        )
+    })
+    .collect();
+    let answers = |route: RegoRoute| {
+        let engine = policies.engine("", rego).with_rego_route(route);
+        let reviews = reviews.clone();
+        async move {
+            let mut answers = Vec::new();
+            // Twice over, so the adaptive route has a cost history when it answers again.
+            for body in reviews.iter().chain(reviews.iter()) {
+                let (review, _) = judge(&engine, body.clone()).await;
+                answers.push(without_elapsed(&serde_json::to_string(&review).unwrap()));
+            }
+            (answers, engine)
+        }
+    };
+    let (pool, _) = answers(RegoRoute::Pool).await;
+    let (inline, _) = answers(RegoRoute::Inline).await;
+    let (adaptive, engine) = answers(RegoRoute::Adaptive).await;
+    assert_eq!(pool, inline);
+    assert_eq!(pool, adaptive);
+    assert!(pool[1].contains("disallowed tag") && pool[2].contains("owner"));
+    assert!(
+        pool[4].contains("execution exceeded time limit"),
+        "{}",
+        pool[4]
+    );
+    // The last evaluation ran into the 200 ms limit: the next ones go to the pool.
+    assert!(!engine.rego_runs_inline());
+}
+
+/// The text with regorus's measured time (`elapsed=<n>ns`, which differs run to run) elided.
+fn without_elapsed(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("elapsed=") {
+        let (before, after) = rest.split_at(at + "elapsed=".len());
+        out.push_str(before);
+        out.push('…');
+        rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
