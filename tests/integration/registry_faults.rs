@@ -51,6 +51,8 @@ struct Fake {
     /// Token auth as Docker Hub or GHCR do it: a `Bearer` challenge naming a token endpoint
     /// (on the fake itself) that trades basic credentials for a token.
     bearer: bool,
+    /// `GET /v2/` requests seen.
+    probes: Arc<AtomicUsize>,
 }
 
 async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Response {
@@ -101,6 +103,7 @@ async fn handle(State(fake): State<Fake>, request: axum::extract::Request) -> Re
         }
     }
     if path == "/v2/" {
+        fake.probes.fetch_add(1, Ordering::SeqCst);
         return StatusCode::OK.into_response();
     }
     if path.contains("/manifests/") {
@@ -154,6 +157,7 @@ fn fake(failures: usize, hang: bool) -> Fake {
         in_flight: Arc::new(AtomicUsize::new(0)),
         most_in_flight: Arc::new(AtomicUsize::new(0)),
         bearer: false,
+        probes: Arc::new(AtomicUsize::new(0)),
     }
 }
 
@@ -410,4 +414,29 @@ async fn a_bearer_token_challenge_is_answered_with_the_configured_credentials() 
         .err()
         .unwrap();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_open_registry_answering_other_content_than_the_digest_names_is_refused() {
+    let fake = fake(0, false);
+    let probes = fake.probes.clone();
+    let host = start(fake).await;
+    let client = client(&host, 1);
+    let image = ImageRef::parse(&format!("{host}/team/app:v1")).unwrap();
+    // The fake answers its one manifest for every digest: asked for another, it lies.
+    let (_, digest, _) = manifest();
+    let good = client.manifest(&image, &digest, &call(10)).await;
+    assert!(good.is_ok(), "{good:?}");
+    let other = format!("sha256:{}", "ab".repeat(32));
+    let err = client
+        .manifest(&image, &other, &call(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains(&other), "{err}");
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        1,
+        "probed once for both requests"
+    );
 }

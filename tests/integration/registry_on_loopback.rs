@@ -1038,3 +1038,30 @@ async fn keyless_attestations_need_a_trusted_certificate_a_logged_entry_for_them
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_registry_is_probed_once_not_before_every_request() {
+    let setup = Setup::new(Mode::Plain);
+    let key = IndependentKey::generate();
+    let key_path = setup.key_file("team.pub", &key.public_pem());
+    let mut digests = Vec::new();
+    for name in ["one", "two", "three"] {
+        let digest = setup.push_image(&format!("team/{name}"), "v1", name);
+        sign_image(&setup.registry, &format!("team/{name}"), &digest, &key).await;
+        digests.push(digest);
+    }
+    let yaml = setup.config("", &setup.key_policy(&[&key_path]));
+    let router = webhook(&yaml, source(&yaml));
+    let probes_before = setup.registry.requests("GET", "/v2/");
+    let before = setup.registry.request_count();
+    for name in ["one", "two", "three"] {
+        let answer = review(&router, &format!("{}/team/{name}:v1", setup.registry.host)).await;
+        assert!(allowed(&answer), "{answer}");
+    }
+    let probes = setup.registry.requests("GET", "/v2/") - probes_before;
+    assert_eq!(probes, 1, "{}", setup.registry.log_text());
+    // Per cold image: the tag, the manifest, its config, the .sig tag and its blob, the
+    // referrers API and the referrers tag — and nothing in front of each.
+    let per_image = (setup.registry.request_count() - before - probes) / 3;
+    assert!(per_image <= 7, "{per_image} requests per image");
+}

@@ -11,7 +11,9 @@
 //! rather than through oci-client, whose `pull_referrers` neither paginates nor shows the
 //! response headers (`Link`, `OCI-Filters-Applied`). They use a reqwest client built with
 //! the same TLS settings, and answer the registry's auth challenge: `Basic` with the call's
-//! credential, `Bearer` with a token obtained through oci-client's own `auth`.
+//! credential, `Bearer` with a token obtained through oci-client's own `auth`. Manifests, blobs
+//! and tag resolutions for a registry whose `/v2/` never challenges go out the same way
+//! ([`direct`]): oci-client would probe `/v2/` again before each of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::credentials::{Credential, CredentialError, DockerConfig};
+
+mod direct;
 use portcullis_core::config::{EvidenceSettings, RegistryCredentials, RegistrySettings};
 use portcullis_core::evidence::ImageFacts;
 use portcullis_core::reference::ImageRef;
@@ -475,6 +479,9 @@ pub struct RegistryClient {
     referrers_auth: Mutex<HashMap<(String, String, String), ReferrersAuth>>,
     /// Per registry: every request's slots, and the share background requests may hold.
     limits: Mutex<HashMap<String, RegistryLimits>>,
+    /// Per registry: whether `GET /v2/` answers without a challenge (learnt once; see
+    /// [`direct`]).
+    open: Mutex<HashMap<String, bool>>,
     max_concurrent: usize,
     max_attempts: usize,
     requests: AtomicU64,
@@ -534,6 +541,7 @@ impl RegistryClient {
             http_clients: Mutex::new(HashMap::new()),
             referrers_auth: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
             max_concurrent: settings.max_concurrent_requests_per_registry.max(1),
             max_attempts: settings.max_attempts.max(1),
             requests: AtomicU64::new(0),
@@ -591,6 +599,14 @@ impl RegistryClient {
             image.repository().to_owned(),
             tag.to_owned(),
         );
+        if let Some(direct) = self
+            .try_direct(&reference, call, &direct::Fetch::Digest)
+            .await
+        {
+            return direct.and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| RegistryError::protocol("digest"))
+            });
+        }
         let client = self.client_for(image.registry(), &call.credential)?;
         let auth = registry_auth(&call.credential);
         self.run(image.registry(), call, || async {
@@ -641,6 +657,12 @@ impl RegistryClient {
         reference: &Reference,
         call: &Call,
     ) -> Result<Vec<u8>, RegistryError> {
+        if let Some(direct) = self
+            .try_direct(reference, call, &direct::Fetch::Manifest)
+            .await
+        {
+            return direct;
+        }
         let client = self.client_for(host, &call.credential)?;
         let auth = registry_auth(&call.credential);
         self.run(host, call, || async {
@@ -667,6 +689,18 @@ impl RegistryClient {
             )));
         }
         let reference = by_digest(image, &descriptor.digest);
+        if let Some(direct) = self
+            .try_direct(
+                &reference,
+                call,
+                &direct::Fetch::Blob {
+                    digest: &descriptor.digest,
+                },
+            )
+            .await
+        {
+            return direct;
+        }
         let client = self.client_for(image.registry(), &call.credential)?;
         let auth = registry_auth(&call.credential);
         client.store_auth_if_needed(image.registry(), &auth).await;
@@ -1055,6 +1089,30 @@ impl RegistryClient {
                 background: Arc::new(Semaphore::new((self.max_concurrent / 2).max(1))),
             })
             .clone())
+    }
+
+    /// The answer of a direct request when the registry is open; `None` when it is not (or
+    /// answered 401, which forgets that it was): then oci-client's path is taken.
+    async fn try_direct(
+        &self,
+        reference: &Reference,
+        call: &Call,
+        fetch: &direct::Fetch<'_>,
+    ) -> Option<Result<Vec<u8>, RegistryError>> {
+        if !self.is_open(reference, call).await {
+            return None;
+        }
+        let host = reference.registry();
+        match self
+            .run(host, call, || self.fetch_direct(reference, fetch))
+            .await
+        {
+            Err(RegistryError::Unauthorized { .. }) => {
+                self.forget_open(host);
+                None
+            }
+            answer => Some(answer),
+        }
     }
 
     /// Runs one registry operation: waits for a slot under the registry's limit, retries
