@@ -539,6 +539,22 @@ fn row(name: &str, run: &Run) {
     );
 }
 
+/// A Go duration as the registry logs it (`1.5ms`, `820.3µs`, `2s`).
+fn go_duration(text: &str) -> Option<Duration> {
+    let text = text.trim_matches('"');
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ns" => value / 1e9,
+        "µs" | "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
 fn median(values: &mut [Duration]) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -597,6 +613,7 @@ async fn run(seconds: u64, connections: u64, digests: usize) {
     // (d) cold: images never seen, one at a time; registry requests from its access log.
     let mut cold = Vec::new();
     let mut cold_requests = Vec::new();
+    let log_before = setup.registry.log_text().len();
     for (i, image) in setup.many[..cold_images].iter().enumerate() {
         let before = setup.registry.request_count();
         let started = Instant::now();
@@ -611,6 +628,23 @@ async fn run(seconds: u64, connections: u64, digests: usize) {
         tokio::time::sleep(Duration::from_millis(200)).await; // the access log is written after the answer
         cold_requests.push(setup.registry.request_count() - before);
     }
+    // What the registry itself spent on each of those requests (its log's
+    // `http.response.duration`), to tell its cost from portcullis's.
+    let mut served: Vec<Duration> = setup
+        .registry
+        .log_text()
+        .get(log_before..)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|field| field.strip_prefix("http.response.duration="))
+        .filter_map(go_duration)
+        .collect();
+    let served_total: Duration = served.iter().sum();
+    let served_median = if served.is_empty() {
+        Duration::ZERO
+    } else {
+        median(&mut served)
+    };
     let first_cold_requests = cold_requests[0];
     cold_requests.sort_unstable();
     let cold_median = median(&mut cold);
@@ -682,6 +716,11 @@ async fn run(seconds: u64, connections: u64, digests: usize) {
         cold_requests[cold_requests.len() / 2],
         cold_requests[0],
         cold_requests[cold_requests.len() - 1],
+    );
+    println!(
+        "    the registry's own time per request (its log): median {}, {} per image in all",
+        ms(served_median),
+        ms(served_total / u32::try_from(cold_images.max(1)).unwrap_or(1)),
     );
     let filled_count = setup.many.len() - cold_images;
     println!(

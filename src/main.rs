@@ -7,6 +7,10 @@ use clap::Parser;
 use portcullis::cli::{self, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One process-wide provider (aws-lc-rs) for every rustls user in the tree. Failing only
