@@ -953,12 +953,16 @@ impl Engine {
         if wanted.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let results = join_all(
+        // Each image's evidence is shared by every site that names it.
+        let results: Vec<Result<Arc<crate::evidence::ImageEvidence>, EvidenceError>> = join_all(
             wanted
                 .iter()
                 .map(|(image, policies)| self.evidence.gather(image, policies, context)),
         )
-        .await;
+        .await
+        .into_iter()
+        .map(|result| result.map(Arc::new))
+        .collect();
         let position = |reference: &ImageRef| wanted.iter().position(|(seen, _)| seen == reference);
         let result_of = |reference: &ImageRef| position(reference).map(|index| &results[index]);
         // One error per distinct image gathered, as each is one registry failure.

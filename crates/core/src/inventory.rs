@@ -413,7 +413,7 @@ fn insert_bounded<T: Ord>(set: &mut BTreeSet<T>, items: Vec<T>, bound: usize) {
 }
 
 fn sighting(entry: &ImageEntry, verdict: &Verdict) -> Option<Sighting> {
-    let evidence = match &entry.evidence {
+    let evidence: Option<&ImageEvidence> = match &entry.evidence {
         Some(Ok(evidence)) => Some(evidence),
         _ => None,
     };
@@ -564,7 +564,7 @@ mod tests {
             container: "app".to_owned(),
             container_kind: ContainerKind::Container,
             reference: ImageRef::parse(reference),
-            evidence: evidence.map(Ok),
+            evidence: evidence.map(|e| Ok(std::sync::Arc::new(e))),
             scan,
             lifecycle: LifecycleFacts::default(),
         }

@@ -479,9 +479,9 @@ pub struct RegistryClient {
     referrers_auth: Mutex<HashMap<(String, String, String), ReferrersAuth>>,
     /// Per registry: every request's slots, and the share background requests may hold.
     limits: Mutex<HashMap<String, RegistryLimits>>,
-    /// Per registry: whether `GET /v2/` answers without a challenge (learnt once; see
-    /// [`direct`]).
-    open: Mutex<HashMap<String, bool>>,
+    /// Per registry: whether `GET /v2/` answers without a challenge (learnt once, one probe
+    /// at a time per registry; see [`direct`]).
+    open: moka::future::Cache<String, bool>,
     max_concurrent: usize,
     max_attempts: usize,
     requests: AtomicU64,
@@ -541,7 +541,7 @@ impl RegistryClient {
             http_clients: Mutex::new(HashMap::new()),
             referrers_auth: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
-            open: Mutex::new(HashMap::new()),
+            open: moka::future::Cache::new(1024),
             max_concurrent: settings.max_concurrent_requests_per_registry.max(1),
             max_attempts: settings.max_attempts.max(1),
             requests: AtomicU64::new(0),
@@ -1108,7 +1108,7 @@ impl RegistryClient {
             .await
         {
             Err(RegistryError::Unauthorized { .. }) => {
-                self.forget_open(host);
+                self.open.invalidate(host).await;
                 None
             }
             answer => Some(answer),

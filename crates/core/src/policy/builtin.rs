@@ -1326,7 +1326,7 @@ imagePolicies:
         evidence: Option<Result<ImageEvidence, EvidenceError>>,
     ) -> ReviewSubject {
         let mut subject = subject(pod(one_container(image)));
-        subject.images[0].evidence = evidence;
+        subject.images[0].evidence = evidence.map(|e| e.map(std::sync::Arc::new));
         subject
     }
 

@@ -286,12 +286,12 @@ mod tests {
     #[test]
     fn verified_signers_resolved_digest_and_scan_summary_are_included() {
         let mut e = entry("ghcr.io/acme/app:1.0");
-        e.evidence = Some(Ok(ImageEvidence::signatures_only(
+        e.evidence = Some(Ok(std::sync::Arc::new(ImageEvidence::signatures_only(
             Some("sha256:abc".into()),
             SignatureEvidence::Verified {
                 signers: vec!["team.pub".into()],
             },
-        )));
+        ))));
         e.scan = ScanState::Found(Arc::new(ScanReport {
             digest: "sha256:abc".into(),
             scanned_at: OffsetDateTime::UNIX_EPOCH,
@@ -352,7 +352,7 @@ mod tests {
             "sha256:index",
         ))];
         let mut e = entry("ghcr.io/acme/app:1.0");
-        e.evidence = Some(Ok(evidence));
+        e.evidence = Some(Ok(std::sync::Arc::new(evidence)));
         e.lifecycle.built = Some(BuildTime {
             at: OffsetDateTime::UNIX_EPOCH,
             source: BuildTimeSource::Provenance {

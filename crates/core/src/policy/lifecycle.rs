@@ -370,12 +370,12 @@ mod tests {
             container: "app".into(),
             container_kind: ContainerKind::Container,
             reference: ImageRef::parse("registry.example/team/app:1.0"),
-            evidence: Some(Ok(ImageEvidence::signatures_only(
+            evidence: Some(Ok(std::sync::Arc::new(ImageEvidence::signatures_only(
                 Some("sha256:aa".into()),
                 SignatureEvidence::Unverified {
                     reason: "not asked".into(),
                 },
-            ))),
+            )))),
             scan: ScanState::NotRequested,
             lifecycle,
         }

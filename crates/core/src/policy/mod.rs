@@ -76,7 +76,9 @@ pub struct ImageEntry {
     pub reference: Result<ImageRef, ReferenceError>,
     /// Registry evidence, when an image policy asked for it: `None` when no image policy
     /// matched, `Some(Err)` when gathering failed (the engine applies `onError` to that).
-    pub evidence: Option<Result<ImageEvidence, EvidenceError>>,
+    /// Shared by `Arc`: one gathered evidence serves every site of that image and the
+    /// document-reading policies without a copy per site.
+    pub evidence: Option<Result<Arc<ImageEvidence>, EvidenceError>>,
     /// The cached scan of the image's digest, when an image policy judges vulnerabilities.
     pub scan: ScanState,
     /// Build time and base image state, when an image policy judges the image's lifecycle.

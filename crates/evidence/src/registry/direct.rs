@@ -30,42 +30,30 @@ pub(super) enum Fetch<'a> {
 
 impl RegistryClient {
     /// Whether `GET /v2/` of this registry answers 200 without a challenge, asked once per
-    /// registry and remembered. `false` (oci-client's path) when it challenges or cannot be
-    /// asked now: a transport failure is not remembered.
+    /// registry (concurrent first requests share one probe) and remembered. `false`
+    /// (oci-client's path) when it challenges or cannot be asked now: a transport failure is
+    /// not remembered, so the next request asks again.
     pub(super) async fn is_open(&self, reference: &Reference, call: &Call) -> bool {
         let host = reference.registry().to_owned();
-        if let Some(open) = self.open.lock().ok().and_then(|o| o.get(&host).copied()) {
-            return open;
-        }
-        let Ok(url) = self.v2_url(reference, &[]) else {
-            return false;
-        };
-        let Ok(http) = self.http_client_for(&host) else {
-            return false;
-        };
-        let probe = async {
-            self.requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            http.get(url).send().await
-        };
-        let Ok(Ok(response)) = tokio::time::timeout_at(call.deadline, probe).await else {
-            return false;
-        };
-        let open = response.status() == reqwest13::StatusCode::OK
-            && !response
-                .headers()
-                .contains_key(reqwest13::header::WWW_AUTHENTICATE);
-        if let Ok(mut known) = self.open.lock() {
-            known.insert(host, open);
-        }
-        open
-    }
-
-    /// Forgets that a registry was open (it answered 401).
-    pub(super) fn forget_open(&self, host: &str) {
-        if let Ok(mut known) = self.open.lock() {
-            known.remove(host);
-        }
+        self.open
+            .try_get_with(host.clone(), async {
+                let url = self.v2_url(reference, &[])?;
+                let http = self.http_client_for(&host)?;
+                self.requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let response = tokio::time::timeout_at(call.deadline, http.get(url).send())
+                    .await
+                    .map_err(|_| RegistryError::Timeout)?
+                    .map_err(|err| request_failed(&err))?;
+                Ok::<_, RegistryError>(
+                    response.status() == reqwest13::StatusCode::OK
+                        && !response
+                            .headers()
+                            .contains_key(reqwest13::header::WWW_AUTHENTICATE),
+                )
+            })
+            .await
+            .unwrap_or(false)
     }
 
     /// `<scheme>://<registry>/v2/<repository>/<tail…>` (`/v2/` for an empty tail and
