@@ -21,10 +21,10 @@ use serde_json::{Value, json};
 /// Rules that need no registry are off, so each verdict comes from the rules under test.
 const QUIET_RULES: &str = "rules:\n  noLatestTag: {enabled: false}\n  runAsNonRoot: {enabled: false}\n  privilegeEscalation: {enabled: false}\n";
 const NOW: &str = "2026-12-01T00:00:00Z";
-const VULN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
+pub(crate) const VULN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
 const SLSA_V1: &str = "https://slsa.dev/provenance/v1";
 
-fn push(registry: &Registry, repository: &str, tag: &str, spec: &ImageSpec) -> String {
+pub(crate) fn push(registry: &Registry, repository: &str, tag: &str, spec: &ImageSpec) -> String {
     let mut layout = Layout::new();
     let digest = layout.single(tag, spec);
     registry.push_layout(layout.path(), tag, repository);
@@ -67,7 +67,7 @@ fn message(response: &Value) -> String {
         .to_owned()
 }
 
-fn vuln_predicate(severity: &str, finished: &str) -> Value {
+pub(crate) fn vuln_predicate(severity: &str, finished: &str) -> Value {
     let vulnerabilities = if severity.is_empty() {
         json!(null)
     } else {

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::lifecycle_on_loopback::{VULN, push, vuln_predicate};
 use portcullis::clock::FixedClock;
 use portcullis::config::LoadedConfig;
 use portcullis::engine::Engine;
@@ -15,20 +16,12 @@ use portcullis::registry_evidence::RegistryEvidence;
 use portcullis::rejudge::{PodChange, Rejudger};
 use portcullis::running::Trigger;
 use portcullis_test_support::registry::{
-    ImageSpec, Layout, Mode, Registry, SigstoreKey, push_attestations, sign_image, write_file,
+    ImageSpec, Mode, Registry, SigstoreKey, push_attestations, sign_image, write_file,
 };
 use serde_json::{Value, json};
 
 const QUIET_RULES: &str = "rules:\n  noLatestTag: {enabled: false}\n  runAsNonRoot: {enabled: false}\n  privilegeEscalation: {enabled: false}\n";
-const VULN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
 const T0: &str = "2026-12-01T00:00:00Z";
-
-fn push(registry: &Registry, repository: &str, tag: &str, spec: &ImageSpec) -> String {
-    let mut layout = Layout::new();
-    let digest = layout.single(tag, spec);
-    registry.push_layout(layout.path(), tag, repository);
-    digest
-}
 
 /// A running pod of ReplicaSet `owner` whose node (containerd) pulled `image` as `image_id`.
 fn pod(name: &str, owner: &str, image: &str, image_id: &str) -> Value {
@@ -173,25 +166,6 @@ async fn a_base_tag_that_moves_is_found_on_its_schedule_for_the_units_built_on_i
         rechecks(&rejudger.poll(&engines.at(10))),
         [expected.as_str()]
     );
-}
-
-fn vuln_predicate(severity: &str, finished: &str) -> Value {
-    let vulnerabilities = if severity.is_empty() {
-        json!(null)
-    } else {
-        json!([{"VulnerabilityID": "CVE-2026-4242", "PkgName": "openssl",
-                "InstalledVersion": "3.1.0", "FixedVersion": "3.1.7", "Severity": severity}])
-    };
-    json!({
-        "invocation": {"parameters": null, "uri": "", "event_id": "", "builder.id": ""},
-        "scanner": {"uri": "pkg:github/aquasecurity/trivy@v0.57.0", "version": "0.57.0",
-                    "db": {"uri": "", "version": ""},
-                    "result": {"SchemaVersion": 2, "CreatedAt": finished,
-                               "ArtifactName": "app", "ArtifactType": "container_image",
-                               "Results": [{"Target": "app (alpine 3.20.3)", "Class": "os-pkgs",
-                                            "Type": "alpine", "Vulnerabilities": vulnerabilities}]}},
-        "metadata": {"scanStartedOn": finished, "scanFinishedOn": finished}
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

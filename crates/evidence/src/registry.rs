@@ -860,26 +860,7 @@ impl RegistryClient {
         digest: &str,
         artifact_type: Option<&str>,
     ) -> Result<Url, RegistryError> {
-        let registry = reference.resolve_registry();
-        let scheme = if self
-            .endpoints
-            .get(reference.registry())
-            .is_some_and(|e| e.insecure)
-        {
-            "http"
-        } else {
-            "https"
-        };
-        let mut url = Url::parse(&format!("{scheme}://{registry}/")).map_err(|err| {
-            RegistryError::config(format!("registry {registry} makes no URL: {err}")).caused_by(err)
-        })?;
-        url.path_segments_mut()
-            .map_err(|()| RegistryError::config(format!("registry {registry} makes no URL")))?
-            .clear()
-            .push("v2")
-            .extend(reference.repository().split('/'))
-            .push("referrers")
-            .push(digest);
+        let mut url = self.v2_url(reference, &["referrers", digest])?;
         if let Some(artifact_type) = artifact_type {
             url.query_pairs_mut()
                 .append_pair("artifactType", artifact_type);
@@ -925,18 +906,7 @@ impl RegistryClient {
                 .insert(key, auth.clone());
             response = send_referrers_request(&http, url, Some(&auth)).await?;
         }
-        let status = response.status();
-        match status.as_u16() {
-            200 => {}
-            404 => return Err(RegistryError::not_found(url.to_string())),
-            401 | 403 => return Err(RegistryError::unauthorized(url.to_string())),
-            429 | 500..=599 => {
-                return Err(RegistryError::unavailable(format!(
-                    "HTTP {status} from {url}"
-                )));
-            }
-            _ => return Err(RegistryError::protocol(format!("HTTP {status} from {url}"))),
-        }
+        direct::check_status(response.status(), url)?;
         let next = response
             .headers()
             .get_all(reqwest13::header::LINK)
@@ -953,7 +923,12 @@ impl RegistryClient {
                 .filter_map(|value| value.to_str().ok())
                 .flat_map(|value| value.split(','))
                 .any(|filter| filter.trim() == "artifactType");
-        let body = read_capped(response, url).await?;
+        let body = direct::read_limited(
+            response,
+            &format!("the referrers answer of {url}"),
+            MAX_REFERRERS_PAGE_BYTES,
+        )
+        .await?;
         let index = RawReferrersIndex::parse(&body, &format!("the referrers answer of {url}"))?;
         Ok(ReferrersPage {
             manifests: index.manifests,
@@ -1250,32 +1225,6 @@ fn request_failed(err: &reqwest13::Error) -> RegistryError {
         source = cause.source();
     }
     RegistryError::unavailable(text)
-}
-
-/// The body of a response, refused beyond [`MAX_REFERRERS_PAGE_BYTES`].
-async fn read_capped(
-    mut response: reqwest13::Response,
-    url: &Url,
-) -> Result<Vec<u8>, RegistryError> {
-    let too_big = || {
-        RegistryError::protocol(format!(
-            "the referrers answer of {url} is larger than {MAX_REFERRERS_PAGE_BYTES} bytes"
-        ))
-    };
-    if response
-        .content_length()
-        .is_some_and(|length| length > MAX_REFERRERS_PAGE_BYTES as u64)
-    {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| request_failed(&err))? {
-        if body.len() + chunk.len() > MAX_REFERRERS_PAGE_BYTES {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The `rel="next"` target of one `Link` header value (RFC 8288), as written: one or more

@@ -133,7 +133,7 @@ impl RegistryClient {
             Fetch::Blob { .. } => usize::try_from(MAX_BLOB_BYTES).unwrap_or(usize::MAX),
             Fetch::Manifest | Fetch::Digest => MAX_MANIFEST_BYTES,
         };
-        let body = read_limited(response, &url, cap).await?;
+        let body = read_limited(response, &format!("the answer of {url}"), cap).await?;
         match fetch {
             Fetch::Blob { digest } => {
                 verify(&body, digest, &url)?;
@@ -151,7 +151,7 @@ impl RegistryClient {
     }
 }
 
-fn check_status(status: reqwest13::StatusCode, url: &Url) -> Result<(), RegistryError> {
+pub(super) fn check_status(status: reqwest13::StatusCode, url: &Url) -> Result<(), RegistryError> {
     match status.as_u16() {
         200 => Ok(()),
         404 => Err(RegistryError::not_found(url.to_string())),
@@ -197,12 +197,13 @@ fn verify(body: &[u8], expected: &str, url: &Url) -> Result<(), RegistryError> {
     }
 }
 
-async fn read_limited(
+/// The body of a response, refused beyond `cap` bytes (`what` names it in the error).
+pub(super) async fn read_limited(
     mut response: reqwest13::Response,
-    url: &Url,
+    what: &str,
     cap: usize,
 ) -> Result<Vec<u8>, RegistryError> {
-    let too_big = || RegistryError::protocol(format!("{url} answered more than {cap} bytes"));
+    let too_big = || RegistryError::protocol(format!("{what} is larger than {cap} bytes"));
     if response
         .content_length()
         .is_some_and(|length| length > cap as u64)
